@@ -1,0 +1,218 @@
+//! Payload shapes -> records.
+//!
+//! A text holds one JSON document or several (NDJSON, or concatenated documents). A document is
+//! an Event Hubs message body `{"records":[...]}`, a list page `{"value":[...]}`, a JSON array of
+//! items, or one item. Each item becomes a [`RawRecord`] whose source kind is the one the caller
+//! forced, or the one its shape shows.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::event::{Position, RawRecord, SourceKind};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}:{line}:{column}: {reason}")]
+pub struct DecodeError {
+    pub origin: Arc<str>,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+/// Decodes every document in `text`, calling `emit` for each record in order. Records of the
+/// documents before a malformed one are emitted before the error is returned, so nothing already
+/// read is lost.
+pub fn decode_text(
+    text: &str,
+    origin: &Arc<str>,
+    forced: Option<SourceKind>,
+    mut emit: impl FnMut(RawRecord),
+) -> Result<usize, DecodeError> {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut count = 0;
+    loop {
+        let start = skip_ws(text, stream.byte_offset());
+        let doc = match stream.next() {
+            None => return Ok(count),
+            Some(Ok(doc)) => doc,
+            Some(Err(e)) => {
+                return Err(DecodeError {
+                    origin: origin.clone(),
+                    line: e.line(),
+                    column: e.column(),
+                    reason: format!("malformed JSON: {e}"),
+                })
+            }
+        };
+        let line = line_of(text, start);
+        count += split_document(doc, forced, |index, source, payload| {
+            emit(RawRecord {
+                source,
+                position: Position {
+                    origin: origin.clone(),
+                    line,
+                    index,
+                },
+                payload,
+            })
+        });
+    }
+}
+
+fn skip_ws(text: &str, mut at: usize) -> usize {
+    let b = text.as_bytes();
+    while at < b.len() && b[at].is_ascii_whitespace() {
+        at += 1;
+    }
+    at
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    1 + memchr_count(&text.as_bytes()[..offset.min(text.len())])
+}
+
+fn memchr_count(b: &[u8]) -> usize {
+    b.iter().filter(|&&c| c == b'\n').count()
+}
+
+/// Splits one document into items; returns how many it emitted.
+pub fn split_document(
+    doc: Value,
+    forced: Option<SourceKind>,
+    mut emit: impl FnMut(usize, Option<SourceKind>, Value),
+) -> usize {
+    let (items, envelope_kind) = match doc {
+        Value::Object(mut obj) => match envelope_list(&mut obj) {
+            Some((items, kind)) => (items, kind),
+            None => (vec![Value::Object(obj)], None),
+        },
+        Value::Array(items) => (items, None),
+        other => (vec![other], None),
+    };
+    let n = items.len();
+    for (i, item) in items.into_iter().enumerate() {
+        let kind = forced.or(envelope_kind).or_else(|| detect(&item));
+        emit(i, kind, item);
+    }
+    n
+}
+
+/// `{"records":[...]}` (Event Hubs) or `{"value":[...]}` (Graph / MDE list page), with any other
+/// envelope keys (`@odata.context`, `@odata.nextLink`) ignored.
+fn envelope_list(obj: &mut Map<String, Value>) -> Option<(Vec<Value>, Option<SourceKind>)> {
+    for (key, kind) in [("records", Some(SourceKind::EventHub)), ("value", None)] {
+        if matches!(obj.get(key), Some(Value::Array(_))) && !looks_like_item(obj) {
+            if let Some(Value::Array(items)) = obj.remove(key) {
+                return Some((items, kind));
+            }
+        }
+    }
+    None
+}
+
+fn looks_like_item(obj: &Map<String, Value>) -> bool {
+    obj.contains_key("category") || obj.contains_key("id") || obj.contains_key("AlertId")
+}
+
+/// The source kind an item's shape shows, if any.
+pub fn detect(item: &Value) -> Option<SourceKind> {
+    let obj = item.as_object()?;
+    let has = |k: &str| obj.contains_key(k);
+    let str_of = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or("");
+    let odata = str_of("@odata.type");
+    if str_of("category").starts_with("AdvancedHunting-")
+        || (has("properties") && has("category") && has("tenantId"))
+    {
+        return Some(SourceKind::EventHub);
+    }
+    if odata.ends_with("security.alert") || has("alertWebUrl") || has("providerAlertId") {
+        return Some(SourceKind::GraphAlert);
+    }
+    if odata.ends_with("security.incident") || (has("incidentWebUrl") && has("displayName")) {
+        return Some(SourceKind::GraphIncident);
+    }
+    if has("AlertTime") || has("LastProcessedTimeUtc") || (has("AlertId") && has("AlertTitle")) {
+        return Some(SourceKind::SiemAlert);
+    }
+    if has("alertCreationTime") || (has("machineId") && has("detectionSource")) {
+        return Some(SourceKind::MdeAlert);
+    }
+    if has("affectedMachine") || has("cveId") || has("CveId") || str_of("id").starts_with("CVE-") {
+        return Some(SourceKind::MdeVulnerability);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(text: &str, forced: Option<SourceKind>) -> Result<Vec<RawRecord>, DecodeError> {
+        let mut out = Vec::new();
+        decode_text(text, &Arc::from("t.json"), forced, |r| out.push(r))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn every_shape_splits_into_records() {
+        let eh = r#"{"records":[{"category":"AdvancedHunting-DeviceInfo","properties":{}},
+                     {"category":"AdvancedHunting-Unknown","properties":{}}]}"#;
+        let recs = decode(eh, None).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|r| r.source == Some(SourceKind::EventHub)));
+        assert_eq!(recs[1].position.index, 1);
+
+        let page = r#"{"@odata.context":"x","value":[{"id":"a","alertWebUrl":"u"},{"id":"i","incidentWebUrl":"u","displayName":"d"}]}"#;
+        let kinds: Vec<_> = decode(page, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.source)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(SourceKind::GraphAlert),
+                Some(SourceKind::GraphIncident)
+            ]
+        );
+
+        let siem = r#"[{"AlertTime":"2020-01-01T00:00:00Z","AlertId":"1"}]"#;
+        assert_eq!(
+            decode(siem, None).unwrap()[0].source,
+            Some(SourceKind::SiemAlert)
+        );
+
+        let single =
+            r#"{"category":"AdvancedHunting-DeviceEvents","properties":{},"tenantId":"t"}"#;
+        assert_eq!(decode(single, None).unwrap().len(), 1);
+
+        let unknown = r#"{"hello":"world"}"#;
+        assert_eq!(decode(unknown, None).unwrap()[0].source, None);
+        assert_eq!(
+            decode(unknown, Some(SourceKind::MdeAlert)).unwrap()[0].source,
+            Some(SourceKind::MdeAlert)
+        );
+    }
+
+    #[test]
+    fn ndjson_lines_are_numbered_and_a_bad_line_is_named() {
+        let text = "{\"id\":\"a\",\"alertWebUrl\":\"u\"}\r\n\n{\"id\":\"b\",\"alertWebUrl\":\"u\"}\n{\"id\": oops}\n";
+        let mut seen = Vec::new();
+        let err = decode_text(text, &Arc::from("in.ndjson"), None, |r| {
+            seen.push(r.position.line)
+        })
+        .unwrap_err();
+        assert_eq!(seen, [1, 3], "records before the bad line are kept");
+        assert_eq!(err.line, 4);
+        assert!(err.to_string().starts_with("in.ndjson:4:"), "{err}");
+    }
+
+    #[test]
+    fn pretty_printed_document_counts_as_one() {
+        let text = "[\n {\"AlertId\": \"1\", \"AlertTitle\": \"t\"},\n {\"AlertId\": \"2\", \"AlertTitle\": \"t\"}\n]\n";
+        let recs = decode(text, None).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|r| r.position.line == 1));
+    }
+}

@@ -1,0 +1,230 @@
+//! LEEF 1.0 / 2.0 (IBM's format for QRadar), with our escaping policy: IBM defines no escapes, so
+//! no value may ever hold a raw delimiter, CR or LF. Backslash is doubled first, then tab, CR and
+//! LF become `\t` `\r` `\n`, and any other control character (or a non-tab delimiter) `\xHH`.
+
+use std::io::Write as _;
+
+use crate::mapping::value::Val;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeefVersion {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeefOptions {
+    pub version: LeefVersion,
+    /// LEEF 2.0 attribute delimiter; LEEF 1.0 always uses tab.
+    pub delimiter: char,
+}
+
+impl Default for LeefOptions {
+    fn default() -> Self {
+        LeefOptions {
+            version: LeefVersion::V2,
+            delimiter: '\t',
+        }
+    }
+}
+
+impl LeefOptions {
+    /// Parses a delimiter as IBM writes it: one character, or `x09` / `0x5E` hex.
+    pub fn parse_delimiter(s: &str) -> Result<char, String> {
+        let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix('x'));
+        let c = match hex {
+            Some(h) if (1..=4).contains(&h.len()) => u32::from_str_radix(h, 16)
+                .ok()
+                .and_then(char::from_u32)
+                .ok_or_else(|| format!("`{s}` is not a hex character code"))?,
+            _ => {
+                let mut chars = s.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => c,
+                    _ => return Err(format!("`{s}` is not one character or xHH")),
+                }
+            }
+        };
+        if !c.is_ascii()
+            || c.is_ascii_alphanumeric()
+            || matches!(c, '=' | '\\' | '\r' | '\n' | ' ' | '_')
+        {
+            return Err(format!(
+                "{c:?} cannot delimit LEEF attributes (use tab, ^, | or another ASCII symbol)"
+            ));
+        }
+        Ok(c)
+    }
+
+    fn delim(&self) -> u8 {
+        match self.version {
+            LeefVersion::V1 => b'\t',
+            LeefVersion::V2 => self.delimiter as u8,
+        }
+    }
+}
+
+/// Writes `LEEF:<v>|Vendor|Product|Version|EventID|[delim|]` and the attributes.
+pub fn write_leef<'v>(
+    opts: &LeefOptions,
+    header: [&str; 4],
+    attrs: impl Iterator<Item = (&'v str, &'v Val<'v>)>,
+    out: &mut Vec<u8>,
+) {
+    let delim = opts.delim();
+    out.extend_from_slice(match opts.version {
+        LeefVersion::V1 => b"LEEF:1.0|",
+        LeefVersion::V2 => b"LEEF:2.0|",
+    });
+    for field in header {
+        write_header_field(field, delim, 255, out);
+        out.push(b'|');
+    }
+    if opts.version == LeefVersion::V2 {
+        if delim == b'\t' {
+            out.extend_from_slice(b"x09");
+        } else if delim.is_ascii_graphic() && delim != b'|' {
+            out.push(delim);
+        } else {
+            let _ = write!(out, "x{delim:02X}");
+        }
+        out.push(b'|');
+    }
+    let mut first = true;
+    for (k, v) in attrs {
+        if !first {
+            out.push(delim);
+        }
+        first = false;
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        write_value(v, delim, out);
+    }
+}
+
+/// Header fields have no escape at all in QRadar: anything that would end the field, the
+/// attribute list or the line becomes `_`, and the field is cut at `max` characters.
+fn write_header_field(s: &str, delim: u8, max: usize, out: &mut Vec<u8>) {
+    for c in s.chars().take(max) {
+        if c == '|' || c.is_control() || (c.is_ascii() && c as u8 == delim) {
+            out.push(b'_');
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+}
+
+fn write_value(v: &Val, delim: u8, out: &mut Vec<u8>) {
+    match v {
+        Val::Str(s) => escape(s, delim, out),
+        Val::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Val::UInt(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        other => escape(&other.to_text(), delim, out),
+    }
+}
+
+/// Escapes one value; unescaped runs are copied whole.
+pub fn escape(s: &str, delim: u8, out: &mut Vec<u8>) {
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let named: &[u8] = match c {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\r' => b"\\r",
+            b'\n' => b"\\n",
+            c if c < 0x20 || c == 0x7f || c == delim => {
+                out.extend_from_slice(&b[start..i]);
+                let _ = write!(out, "\\x{c:02x}");
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(named);
+        start = i + 1;
+    }
+    out.extend_from_slice(&b[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn render(opts: &LeefOptions, id: &str, attrs: &[(&str, Val)]) -> String {
+        let mut out = Vec::new();
+        write_leef(
+            opts,
+            ["Microsoft", "Defender XDR", "1.0", id],
+            attrs.iter().map(|(k, v)| (*k, v)),
+            &mut out,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn leef2_tab_declared_as_x09_and_values_escaped() {
+        let v = Val::Str(Cow::Borrowed("a\tb\r\nc\\d=e\u{1}"));
+        let line = render(
+            &LeefOptions::default(),
+            "Proc|Created\n",
+            &[("cat", Val::Int(1)), ("x", v)],
+        );
+        assert_eq!(line, "LEEF:2.0|Microsoft|Defender XDR|1.0|Proc_Created_|x09|cat=1\tx=a\\tb\\r\\nc\\\\d=e\\x01");
+        assert!(!line.contains('\n') && !line.contains('\r'));
+    }
+
+    #[test]
+    fn leef1_and_other_delimiters() {
+        let v1 = LeefOptions {
+            version: LeefVersion::V1,
+            delimiter: '^',
+        };
+        assert_eq!(
+            render(&v1, "E", &[("a", Val::Int(1)), ("b", Val::Bool(true))]),
+            "LEEF:1.0|Microsoft|Defender XDR|1.0|E|a=1\tb=true"
+        );
+        let caret = LeefOptions {
+            version: LeefVersion::V2,
+            delimiter: '^',
+        };
+        let v = Val::Str(Cow::Borrowed("x^y\tz"));
+        assert_eq!(
+            render(&caret, "E", &[("a", v)]),
+            "LEEF:2.0|Microsoft|Defender XDR|1.0|E|^|a=x\\x5ey\\tz"
+        );
+        let pipe = LeefOptions {
+            version: LeefVersion::V2,
+            delimiter: '|',
+        };
+        assert_eq!(
+            render(&pipe, "E", &[]),
+            "LEEF:2.0|Microsoft|Defender XDR|1.0|E|x7C|"
+        );
+    }
+
+    #[test]
+    fn event_id_is_capped_at_255_characters() {
+        let long = "é".repeat(300);
+        let line = render(&LeefOptions::default(), &long, &[]);
+        assert_eq!(line.matches('é').count(), 255);
+    }
+
+    #[test]
+    fn delimiter_parsing() {
+        assert_eq!(LeefOptions::parse_delimiter("x09"), Ok('\t'));
+        assert_eq!(LeefOptions::parse_delimiter("0x5E"), Ok('^'));
+        assert_eq!(LeefOptions::parse_delimiter("^"), Ok('^'));
+        assert!(LeefOptions::parse_delimiter("a").is_err());
+        assert!(LeefOptions::parse_delimiter("=").is_err());
+        assert!(LeefOptions::parse_delimiter("xZZ").is_err());
+    }
+}

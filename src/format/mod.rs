@@ -1,0 +1,55 @@
+//! Rendering a [`MappedEvent`] as a syslog+LEEF line or an ECS JSON document. Pure.
+
+pub mod ecs;
+pub mod leef;
+pub mod syslog;
+
+use std::borrow::Cow;
+
+use crate::mapping::value::Val;
+use crate::mapping::MappedEvent;
+
+/// How events are rendered.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    pub leef: leef::LeefOptions,
+    pub syslog: syslog::SyslogOptions,
+}
+
+/// Appends the syslog header and LEEF event (no line terminator; framing is the output's job).
+pub fn render_leef(ev: &MappedEvent, opts: &RenderOptions, out: &mut Vec<u8>) {
+    let mut header = String::with_capacity(64);
+    syslog::write_header(&opts.syslog, ev.time, ev.severity, &mut header);
+    out.extend_from_slice(header.as_bytes());
+    let cat = Val::Str(Cow::Borrowed(ev.category.as_ref()));
+    let dev_time = ev.time.map(|t| Val::Int(t.unix_millis()));
+    let head = std::iter::once(("cat", &cat)).chain(dev_time.as_ref().map(|t| ("devTime", t)));
+    let attrs = head.chain(ev.leef.iter().map(|(k, v)| (*k, v)));
+    leef::write_leef(
+        &opts.leef,
+        ["Microsoft", ev.product, ev.version, &ev.event_id],
+        attrs,
+        out,
+    );
+}
+
+/// Appends the ECS JSON document (no line terminator).
+pub fn render_ecs(ev: &MappedEvent, out: &mut Vec<u8>) {
+    if ev.errors.is_empty() {
+        ev.plan.write(&ev.ecs, &ev.ecs_dynamic, out);
+        return;
+    }
+    // Conversion errors are rare: an `error.message` list is added to a copy of the slots.
+    let mut plan = ev.plan.clone();
+    let mut ecs = ev.ecs.clone();
+    if let Ok(slot) = plan.slot("error.message") {
+        ecs.resize(plan.slot_count(), None);
+        ecs[slot] = Some(Val::List(
+            ev.errors
+                .iter()
+                .map(|e| Val::Str(Cow::Borrowed(e.as_str())))
+                .collect(),
+        ));
+    }
+    plan.write(&ecs, &ev.ecs_dynamic, out);
+}

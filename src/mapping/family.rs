@@ -1,0 +1,416 @@
+//! A compiled family and how it maps one record.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::path::{JsonCache, Path};
+use super::predicate::Predicate;
+use super::time::Timestamp;
+use super::value::{snake_case, Step, Val};
+use super::xml::Pos;
+use super::{MapOptions, MappedEvent, Outcome};
+use crate::event::SourceKind;
+use crate::format::ecs::EcsPlan;
+
+/// Which records a family claims.
+#[derive(Debug)]
+pub struct Selector {
+    /// Empty: any source kind.
+    pub sources: Vec<SourceKind>,
+    pub predicate: Predicate,
+    /// Claims what no other family of its sources claims.
+    pub fallback: bool,
+}
+
+impl Selector {
+    pub fn takes(&self, kind: SourceKind) -> bool {
+        self.sources.is_empty() || self.sources.contains(&kind)
+    }
+
+    pub fn shares_source(&self, other: &Selector) -> bool {
+        self.sources.is_empty()
+            || other.sources.is_empty()
+            || self.sources.iter().any(|s| other.sources.contains(s))
+    }
+}
+
+#[derive(Debug)]
+pub enum Source {
+    Path(Path),
+    Const(String),
+}
+
+/// One `<field>` (or header element) compiled.
+#[derive(Debug)]
+pub struct Rule {
+    pub sources: Vec<Source>,
+    pub regex: Option<(Regex, usize)>,
+    pub steps: Vec<Step>,
+    pub default: Option<String>,
+    pub when: Option<Predicate>,
+    pub required: bool,
+    pub leef: Option<String>,
+    pub ecs: Vec<usize>,
+    pub append: Vec<usize>,
+    /// The path or constant, for diagnostics.
+    pub what: String,
+    pub file: String,
+    pub pos: Pos,
+}
+
+enum Eval<'a> {
+    Skipped,
+    Absent,
+    Value(Val<'a>),
+}
+
+impl Rule {
+    fn eval<'a>(
+        &'a self,
+        rec: &'a Value,
+        cache: &mut JsonCache,
+        errors: &mut Vec<String>,
+    ) -> Eval<'a> {
+        if let Some(w) = &self.when {
+            if !w.eval(rec, cache) {
+                return Eval::Skipped;
+            }
+        }
+        let mut v = None;
+        for s in &self.sources {
+            v = match s {
+                Source::Path(p) => p.resolve(rec, cache),
+                Source::Const(c) => Some(Val::Str(Cow::Borrowed(c))),
+            };
+            if v.is_some() {
+                break;
+            }
+        }
+        if let (Some((re, group)), Some(val)) = (&self.regex, v.as_ref()) {
+            let capture = |x: &Val| {
+                re.captures(&x.to_text())
+                    .and_then(|c| c.get(*group))
+                    .filter(|m| !m.as_str().is_empty())
+                    .map(|m| Val::Str(Cow::Owned(m.as_str().to_string())))
+            };
+            v = match val {
+                Val::List(items) => {
+                    let hits: Vec<Val> = items.iter().filter_map(capture).collect();
+                    (!hits.is_empty()).then_some(Val::List(hits))
+                }
+                one => capture(one),
+            };
+        }
+        if v.is_none() {
+            v = self.default.as_deref().map(|d| Val::Str(Cow::Borrowed(d)));
+        }
+        for step in &self.steps {
+            let Some(x) = v else { break };
+            v = match step.apply(x) {
+                Ok(next) => next,
+                Err(e) => {
+                    errors.push(format!(
+                        "{}:{}:{}: {}: {e}",
+                        self.file, self.pos.line, self.pos.column, self.what
+                    ));
+                    return Eval::Absent;
+                }
+            };
+        }
+        match v {
+            Some(x) => Eval::Value(x),
+            None => Eval::Absent,
+        }
+    }
+
+    fn value<'a>(
+        &'a self,
+        rec: &'a Value,
+        cache: &mut JsonCache,
+        errors: &mut Vec<String>,
+    ) -> Option<Val<'a>> {
+        match self.eval(rec, cache, errors) {
+            Eval::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// QRadar and ECS classification of one event id.
+#[derive(Debug, Clone)]
+pub struct EventDef {
+    /// `None`: any category.
+    pub category: Option<String>,
+    pub qid_name: String,
+    pub description: Option<String>,
+    pub severity: u8,
+    pub low_level_category: u32,
+    pub ecs_category: Vec<String>,
+    pub ecs_type: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct EventMap {
+    pub by_id: HashMap<String, Vec<EventDef>>,
+    pub default: Option<EventDef>,
+}
+
+impl EventMap {
+    /// The entry for (EventID, category): exact category first, then any category, then default.
+    pub fn lookup(&self, id: &str, category: &str) -> Option<&EventDef> {
+        let list = self.by_id.get(id);
+        list.and_then(|l| l.iter().find(|d| d.category.as_deref() == Some(category)))
+            .or_else(|| list.and_then(|l| l.iter().find(|d| d.category.is_none())))
+            .or(self.default.as_ref())
+    }
+}
+
+/// `<carry>`: every member of an object carried into the vendor namespace, known columns to
+/// their dictionary place (with conversions), others under their snake_case name.
+#[derive(Debug)]
+pub struct Carry {
+    pub path: Path,
+    pub dynamic: Option<usize>,
+    pub columns: HashMap<String, (usize, Vec<Step>)>,
+    pub leef: bool,
+}
+
+#[derive(Debug)]
+pub struct Family {
+    pub name: String,
+    pub file: String,
+    pub pos: Pos,
+    pub product: String,
+    pub version: String,
+    pub selector: Selector,
+    pub event_name: Rule,
+    pub event_category: Rule,
+    pub device_time: Rule,
+    pub rules: Vec<Rule>,
+    pub event_map: EventMap,
+    pub carries: Vec<Carry>,
+    pub plan: EcsPlan,
+    pub timestamp_slot: usize,
+    pub ecs_version_slot: usize,
+    pub category_slot: usize,
+    pub type_slot: usize,
+    pub original_slot: usize,
+}
+
+impl Family {
+    pub fn claims(&self, kind: SourceKind, rec: &Value, cache: &mut JsonCache) -> bool {
+        self.selector.takes(kind) && self.selector.predicate.eval(rec, cache)
+    }
+
+    /// Maps a record this family claims. `Failed` when a required field or the event time is
+    /// missing; the caller then emits the generic event.
+    pub fn map<'a>(
+        &'a self,
+        source: SourceKind,
+        rec: &'a Value,
+        opts: &MapOptions,
+        cache: &mut JsonCache,
+    ) -> Result<MappedEvent<'a>, String> {
+        cache.clear();
+        let mut errors = Vec::new();
+        let time = match self.device_time.value(rec, cache, &mut errors) {
+            Some(Val::Time(t)) => t,
+            _ => {
+                return Err(format!(
+                    "no event time at `{}`{}",
+                    self.device_time.what,
+                    errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ))
+            }
+        };
+        let text_of =
+            |r: &'a Rule, cache: &mut JsonCache, errors: &mut Vec<String>| -> Cow<'a, str> {
+                match r.value(rec, cache, errors) {
+                    Some(Val::Str(s)) => s,
+                    Some(other) => Cow::Owned(other.to_text().into_owned()),
+                    None => Cow::Borrowed(""),
+                }
+            };
+        let event_id = text_of(&self.event_name, cache, &mut errors);
+        let category = text_of(&self.event_category, cache, &mut errors);
+        if event_id.is_empty() {
+            return Err(format!("no event name at `{}`", self.event_name.what));
+        }
+        let mut ecs: Vec<Option<Val<'a>>> = vec![None; self.plan.slot_count()];
+        let mut leef: Vec<(&'a str, Val<'a>)> = Vec::with_capacity(32);
+        for rule in &self.rules {
+            let v = match rule.eval(rec, cache, &mut errors) {
+                Eval::Value(v) => v,
+                Eval::Absent if rule.required => {
+                    return Err(format!(
+                        "required field `{}` ({}:{}) is missing",
+                        rule.what, rule.file, rule.pos.line
+                    ))
+                }
+                _ => continue,
+            };
+            for &slot in &rule.append {
+                append(&mut ecs[slot], &v);
+            }
+            if let Some(key) = rule.leef.as_deref() {
+                if !leef.iter().any(|(k, _)| *k == key) {
+                    leef.push((key, v.clone()));
+                }
+            }
+            for &slot in &rule.ecs {
+                if ecs[slot].is_none() {
+                    ecs[slot] = Some(v.clone());
+                }
+            }
+        }
+        let def = self.event_map.lookup(&event_id, &category);
+        let severity = match leef.iter().find(|(k, _)| *k == "sev").map(|(_, v)| v) {
+            Some(Val::Int(n)) => (*n).clamp(1, 10) as u8,
+            Some(other) => other
+                .to_text()
+                .trim()
+                .parse::<u8>()
+                .map_or(5, |n| n.clamp(1, 10)),
+            None => {
+                let s = def.map_or(5, |d| d.severity);
+                leef.insert(0, ("sev", Val::Int(i64::from(s))));
+                s
+            }
+        };
+        if let Some(d) = def {
+            let words = |w: &'a [String]| {
+                Val::List(
+                    w.iter()
+                        .map(|s| Val::Str(Cow::Borrowed(s.as_str())))
+                        .collect(),
+                )
+            };
+            if ecs[self.category_slot].is_none() && !d.ecs_category.is_empty() {
+                ecs[self.category_slot] = Some(words(&d.ecs_category));
+            }
+            if ecs[self.type_slot].is_none() && !d.ecs_type.is_empty() {
+                ecs[self.type_slot] = Some(words(&d.ecs_type));
+            }
+        }
+        ecs[self.timestamp_slot] = Some(Val::Time(time));
+        ecs[self.ecs_version_slot] = Some(Val::Str(Cow::Borrowed(super::compile::ECS_VERSION)));
+        if opts.include_original {
+            ecs[self.original_slot] = Some(Val::Str(Cow::Owned(rec.to_string())));
+        }
+        let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
+        for carry in &self.carries {
+            let Some(Value::Object(obj)) = carry.path.node(rec) else {
+                continue;
+            };
+            for (k, v) in obj {
+                if k.starts_with("__UDI_") {
+                    continue;
+                }
+                let Some(val) = Val::from_json(v) else {
+                    continue;
+                };
+                if carry.leef
+                    && !leef.iter().any(|(lk, _)| *lk == k.as_str())
+                    && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                {
+                    leef.push((k.as_str(), val.clone()));
+                }
+                if let Some((slot, steps)) = carry.columns.get(k) {
+                    if ecs[*slot].is_none() {
+                        ecs[*slot] = convert_column(val, steps, k, &mut errors);
+                    }
+                } else if let Some(d) = carry.dynamic {
+                    dynamic[d].push((snake_case(k), val));
+                }
+            }
+        }
+        for d in &mut dynamic {
+            d.sort_by(|a, b| a.0.cmp(&b.0));
+            d.dedup_by(|b, a| a.0 == b.0);
+        }
+        Ok(MappedEvent {
+            outcome: Outcome::Mapped,
+            family: Some(self),
+            source: Some(source),
+            event_id,
+            category,
+            time: Some(time),
+            severity,
+            qid: def,
+            leef,
+            ecs,
+            ecs_dynamic: dynamic,
+            errors,
+            plan: &self.plan,
+            product: &self.product,
+            version: &self.version,
+        })
+    }
+}
+
+fn convert_column<'a>(
+    mut v: Val<'a>,
+    steps: &[Step],
+    column: &str,
+    errors: &mut Vec<String>,
+) -> Option<Val<'a>> {
+    for step in steps {
+        v = match step.apply(v) {
+            Ok(Some(next)) => next,
+            Ok(None) => return None,
+            Err(e) => {
+                errors.push(format!("column {column}: {e}"));
+                return None;
+            }
+        };
+    }
+    Some(v)
+}
+
+/// Adds `v` (or its items) to a list slot, keeping the first occurrence of each value.
+fn append<'a>(slot: &mut Option<Val<'a>>, v: &Val<'a>) {
+    let list = match slot {
+        Some(Val::List(l)) => l,
+        _ => {
+            *slot = Some(Val::List(Vec::new()));
+            match slot {
+                Some(Val::List(l)) => l,
+                _ => return,
+            }
+        }
+    };
+    let items: &[Val] = match v {
+        Val::List(items) => items,
+        one => std::slice::from_ref(one),
+    };
+    for item in items {
+        if !list.contains(item) {
+            list.push(item.clone());
+        }
+    }
+}
+
+/// Timestamps of a record whatever its shape, for the generic event.
+pub fn any_time(rec: &Value) -> Option<Timestamp> {
+    const CANDIDATES: &[&[&str]] = &[
+        &["properties", "Timestamp"],
+        &["time"],
+        &["lastUpdateDateTime"],
+        &["createdDateTime"],
+        &["AlertTime"],
+        &["alertCreationTime"],
+    ];
+    CANDIDATES.iter().find_map(|path| {
+        let mut cur = rec;
+        for k in *path {
+            cur = cur.get(k)?;
+        }
+        cur.as_str().and_then(Timestamp::parse)
+    })
+}

@@ -1,0 +1,401 @@
+//! The mapping engine: mapping files compiled into families, a family selected per record, and
+//! the record mapped into a [`MappedEvent`] that both formatters render. Pure: no I/O besides
+//! reading the mapping files at load, no clock.
+
+pub mod compile;
+pub mod family;
+pub mod path;
+pub mod predicate;
+pub mod time;
+pub mod value;
+pub mod xml;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::event::{RawRecord, SourceKind};
+use crate::format::ecs::EcsPlan;
+use compile::{Diagnostic, SourceFile};
+pub use family::{EventDef, Family};
+use path::JsonCache;
+use time::Timestamp;
+use value::Val;
+
+/// Options that change what the engine emits.
+#[derive(Debug, Clone, Default)]
+pub struct MapOptions {
+    /// Put the raw record in ECS `event.original` (always done for unmapped and failed records).
+    pub include_original: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Mapped,
+    /// No family claims the record.
+    Unmapped(String),
+    /// A family claims it but could not map it.
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Mapped => "mapped",
+            Outcome::Unmapped(_) => "unmapped",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// One record, mapped: what the LEEF and ECS formatters render.
+#[derive(Debug)]
+pub struct MappedEvent<'a> {
+    pub outcome: Outcome,
+    pub family: Option<&'a Family>,
+    pub source: Option<SourceKind>,
+    /// LEEF EventID, first QID key.
+    pub event_id: Cow<'a, str>,
+    /// LEEF `cat`, second QID key.
+    pub category: Cow<'a, str>,
+    pub time: Option<Timestamp>,
+    /// QRadar severity 1-10.
+    pub severity: u8,
+    pub qid: Option<&'a EventDef>,
+    /// LEEF attributes after `cat` and `devTime`, keys unique, in mapping order.
+    pub leef: Vec<(&'a str, Val<'a>)>,
+    /// ECS values by plan slot.
+    pub ecs: Vec<Option<Val<'a>>>,
+    /// ECS keys known only per record, by dynamic place, sorted.
+    pub ecs_dynamic: Vec<Vec<(String, Val<'a>)>>,
+    /// Conversions that failed; the fields were left out.
+    pub errors: Vec<String>,
+    pub plan: &'a EcsPlan,
+    pub product: &'a str,
+    pub version: &'a str,
+}
+
+/// Problems found while loading mapping files, all of them.
+#[derive(Debug, thiserror::Error)]
+pub struct LoadError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} problem(s) in the mapping files:",
+            self.diagnostics.len()
+        )?;
+        for d in &self.diagnostics {
+            writeln!(f, "  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The ECS layout of unmapped and failed records.
+#[derive(Debug)]
+struct GenericPlan {
+    plan: EcsPlan,
+    timestamp: usize,
+    ecs_version: usize,
+    error: usize,
+    kind: usize,
+    code: usize,
+    original: usize,
+}
+
+impl GenericPlan {
+    fn new() -> Self {
+        let mut plan = EcsPlan::default();
+        let mut slot = |p: &str| plan.slot(p).unwrap_or_default();
+        let timestamp = slot("@timestamp");
+        let ecs_version = slot("ecs.version");
+        let error = slot("error.message");
+        let kind = slot("event.kind");
+        let code = slot("event.code");
+        let original = slot("event.original");
+        GenericPlan {
+            plan,
+            timestamp,
+            ecs_version,
+            error,
+            kind,
+            code,
+            original,
+        }
+    }
+}
+
+/// Every family, compiled and checked together.
+#[derive(Debug)]
+pub struct MappingSet {
+    families: Vec<Family>,
+    generic: GenericPlan,
+}
+
+/// The mapping files compiled into the binary (from `mappings/` at build time).
+const EMBEDDED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/embedded_mappings.rs"));
+
+impl MappingSet {
+    /// The bundled mapping files.
+    pub fn embedded() -> Result<MappingSet, LoadError> {
+        MappingSet::from_texts(
+            EMBEDDED
+                .iter()
+                .map(|(n, t)| (format!("mappings/{n}"), (*t).to_string()))
+                .collect(),
+        )
+    }
+
+    /// Every `*.xml` below `dir`.
+    pub fn load_dir(dir: &std::path::Path) -> Result<MappingSet, LoadError> {
+        let mut files = Vec::new();
+        let mut diags = Vec::new();
+        collect_xml(dir, &mut files, &mut diags);
+        if files.is_empty() && diags.is_empty() {
+            diags.push(Diagnostic {
+                file: dir.display().to_string(),
+                pos: Default::default(),
+                element: "directory".into(),
+                message: "no *.xml mapping files here".into(),
+            });
+        }
+        if !diags.is_empty() {
+            return Err(LoadError { diagnostics: diags });
+        }
+        files.sort();
+        MappingSet::from_texts(files)
+    }
+
+    /// Compiles `(file name, text)` pairs.
+    pub fn from_texts(texts: Vec<(String, String)>) -> Result<MappingSet, LoadError> {
+        let mut diags = Vec::new();
+        let mut files = Vec::new();
+        for (name, text) in texts {
+            match xml::parse(&text) {
+                Ok(root) => match root.name.as_str() {
+                    "dsm-mapping" | "field-set" | "column-set" => {
+                        files.push(SourceFile { name, root })
+                    }
+                    other => diags.push(Diagnostic {
+                        file: name,
+                        pos: root.pos,
+                        element: other.to_string(),
+                        message:
+                            "a mapping file's root is <dsm-mapping>, <field-set> or <column-set>"
+                                .into(),
+                    }),
+                },
+                Err((pos, message)) => diags.push(Diagnostic {
+                    file: name,
+                    pos,
+                    element: "xml".into(),
+                    message,
+                }),
+            }
+        }
+        let (sets, set_diags) = compile::field_sets(&files);
+        diags.extend(set_diags);
+        let (columns, column_diags) = compile::column_sets(&files);
+        diags.extend(column_diags);
+        let mut families: Vec<Family> = Vec::new();
+        for f in files.iter().filter(|f| f.root.name == "dsm-mapping") {
+            match compile::compile_family(f, &sets, &columns) {
+                Ok(fam) => families.push(fam),
+                Err(d) => diags.extend(d),
+            }
+        }
+        diags.extend(check_claims(&families));
+        if !diags.is_empty() {
+            diags.sort();
+            return Err(LoadError { diagnostics: diags });
+        }
+        Ok(MappingSet {
+            families,
+            generic: GenericPlan::new(),
+        })
+    }
+
+    pub fn families(&self) -> &[Family] {
+        &self.families
+    }
+
+    /// The family that claims a record: a specific one first, then its source's fallback.
+    pub fn select(&self, kind: SourceKind, rec: &Value, cache: &mut JsonCache) -> Option<&Family> {
+        let mut fallback = None;
+        for f in &self.families {
+            if f.selector.fallback {
+                if fallback.is_none() && f.selector.takes(kind) {
+                    fallback = Some(f);
+                }
+            } else if f.claims(kind, rec, cache) {
+                return Some(f);
+            }
+        }
+        fallback
+    }
+
+    /// Maps one record. Never fails: unmapped and failed records become generic events.
+    pub fn map<'a>(
+        &'a self,
+        rec: &'a RawRecord,
+        opts: &MapOptions,
+        cache: &mut JsonCache,
+    ) -> MappedEvent<'a> {
+        cache.clear();
+        let Some(kind) = rec.source else {
+            return self.generic(
+                rec,
+                Outcome::Unmapped("the payload's shape matches no known Defender API".into()),
+            );
+        };
+        let Some(family) = self.select(kind, &rec.payload, cache) else {
+            let what = match rec.payload.get("category").and_then(Value::as_str) {
+                Some(c) => format!("no mapping family claims {kind} records of category `{c}`"),
+                None => format!("no mapping family claims this {kind} record"),
+            };
+            return self.generic(rec, Outcome::Unmapped(what));
+        };
+        match family.map(kind, &rec.payload, opts, cache) {
+            Ok(ev) => ev,
+            Err(reason) => self.generic(
+                rec,
+                Outcome::Failed(format!("family `{}`: {reason}", family.name)),
+            ),
+        }
+    }
+
+    /// The event for a record no family could map: EventID and `cat` are the record's category
+    /// (or its source kind), the raw record travels along so nothing is lost.
+    fn generic<'a>(&'a self, rec: &'a RawRecord, outcome: Outcome) -> MappedEvent<'a> {
+        let g = &self.generic;
+        let reason = match &outcome {
+            Outcome::Unmapped(r) | Outcome::Failed(r) => r.clone(),
+            Outcome::Mapped => String::new(),
+        };
+        let category: Cow<'a, str> = match rec.payload.get("category").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() => Cow::Borrowed(c),
+            _ => Cow::Borrowed(rec.source.map_or("unknown", SourceKind::as_str)),
+        };
+        let time = family::any_time(&rec.payload);
+        let original = rec.payload.to_string();
+        let mut ecs = vec![None; g.plan.slot_count()];
+        ecs[g.timestamp] = time.map(Val::Time);
+        ecs[g.ecs_version] = Some(Val::Str(Cow::Borrowed(compile::ECS_VERSION)));
+        ecs[g.error] = Some(Val::Str(Cow::Owned(reason.clone())));
+        ecs[g.kind] = Some(Val::Str(Cow::Borrowed("pipeline_error")));
+        ecs[g.code] = Some(Val::Str(category.clone()));
+        ecs[g.original] = Some(Val::Str(Cow::Owned(original.clone())));
+        let leef = vec![
+            ("sev", Val::Int(5)),
+            ("reason", Val::Str(Cow::Owned(reason))),
+            (
+                "inputKind",
+                Val::Str(Cow::Borrowed(
+                    rec.source.map_or("unknown", SourceKind::as_str),
+                )),
+            ),
+            ("payload", Val::Str(Cow::Owned(original))),
+        ];
+        MappedEvent {
+            outcome,
+            family: None,
+            source: rec.source,
+            event_id: category.clone(),
+            category,
+            time,
+            severity: 5,
+            qid: None,
+            leef,
+            ecs,
+            ecs_dynamic: Vec::new(),
+            errors: Vec::new(),
+            plan: &g.plan,
+            product: "Defender XDR",
+            version: "1.0",
+        }
+    }
+}
+
+fn collect_xml(
+    dir: &std::path::Path,
+    files: &mut Vec<(String, String)>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let io_err = |p: &std::path::Path, e: std::io::Error| Diagnostic {
+        file: p.display().to_string(),
+        pos: Default::default(),
+        element: "file".into(),
+        message: format!("cannot read: {e}"),
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return diags.push(io_err(dir, e)),
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect_xml(&p, files, diags);
+        } else if p.extension().is_some_and(|x| x == "xml") {
+            match std::fs::read_to_string(&p) {
+                Ok(t) => files.push((p.display().to_string(), t)),
+                Err(e) => diags.push(io_err(&p, e)),
+            }
+        }
+    }
+}
+
+/// Two families must not claim the same records, and a source has at most one fallback.
+fn check_claims(families: &[Family]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for (i, a) in families.iter().enumerate() {
+        for b in &families[..i] {
+            if a.name == b.name {
+                diags.push(claim_diag(
+                    a,
+                    format!(
+                        "family `{}` is also defined in {}:{}",
+                        a.name, b.file, b.pos.line
+                    ),
+                ));
+                continue;
+            }
+            if !a.selector.shares_source(&b.selector) {
+                continue;
+            }
+            let clash = match (a.selector.fallback, b.selector.fallback) {
+                (true, true) => true,
+                (false, false) => !a.selector.predicate.disjoint(&b.selector.predicate),
+                _ => false,
+            };
+            if clash {
+                let what = if a.selector.fallback {
+                    "is a fallback for the same source as"
+                } else {
+                    "may claim the same records as"
+                };
+                diags.push(claim_diag(
+                    a,
+                    format!(
+                        "family `{}` {what} family `{}` ({}:{})",
+                        a.name, b.name, b.file, b.pos.line
+                    ),
+                ));
+            }
+        }
+    }
+    diags
+}
+
+fn claim_diag(f: &Family, message: String) -> Diagnostic {
+    Diagnostic {
+        file: f.file.clone(),
+        pos: f.pos,
+        element: "dsm-mapping".into(),
+        message,
+    }
+}

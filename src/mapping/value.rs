@@ -1,0 +1,636 @@
+//! Values as the mapping engine carries them between a record and the formatters, and the
+//! conversion steps a mapping file can apply to them.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::time::Timestamp;
+
+/// A mapped value. Borrowed from the record or the mapping set where it can be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Time(Timestamp),
+    /// Objects (and arrays of objects) carried as JSON.
+    Json(Cow<'a, Value>),
+    List(Vec<Val<'a>>),
+}
+
+impl<'a> Val<'a> {
+    /// The value of a JSON node; `null`, `""` and `[]` are absent.
+    pub fn from_json(v: &'a Value) -> Option<Val<'a>> {
+        match v {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(Val::Str(Cow::Borrowed(s))),
+            Value::Bool(b) => Some(Val::Bool(*b)),
+            Value::Number(n) => Some(number(n)),
+            Value::Array(a) if a.is_empty() => None,
+            Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+                let items: Vec<_> = a.iter().filter_map(Val::from_json).collect();
+                (!items.is_empty()).then_some(Val::List(items))
+            }
+            Value::Object(o) if o.is_empty() => None,
+            other => Some(Val::Json(Cow::Borrowed(other))),
+        }
+    }
+
+    /// Same as [`Val::from_json`] for a value the engine owns (JSON parsed out of a string).
+    pub fn from_owned_json(v: Value) -> Option<Val<'static>> {
+        match v {
+            Value::String(s) if !s.is_empty() => Some(Val::Str(Cow::Owned(s))),
+            Value::Array(a)
+                if !a.is_empty() && a.iter().all(|x| !x.is_object() && !x.is_array()) =>
+            {
+                let items: Vec<_> = a.into_iter().filter_map(Val::from_owned_json).collect();
+                (!items.is_empty()).then_some(Val::List(items))
+            }
+            Value::Object(ref o) if !o.is_empty() => Some(Val::Json(Cow::Owned(v))),
+            Value::Array(ref a) if !a.is_empty() => Some(Val::Json(Cow::Owned(v))),
+            other => Val::from_json(&other).map(Val::into_owned),
+        }
+    }
+
+    pub fn into_owned(self) -> Val<'static> {
+        match self {
+            Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
+            Val::Int(i) => Val::Int(i),
+            Val::UInt(u) => Val::UInt(u),
+            Val::Float(f) => Val::Float(f),
+            Val::Bool(b) => Val::Bool(b),
+            Val::Time(t) => Val::Time(t),
+            Val::Json(j) => Val::Json(Cow::Owned(j.into_owned())),
+            Val::List(l) => Val::List(l.into_iter().map(Val::into_owned).collect()),
+        }
+    }
+
+    /// Text form, as LEEF and string conversions show it.
+    pub fn to_text(&self) -> Cow<'_, str> {
+        match self {
+            Val::Str(s) => Cow::Borrowed(s.as_ref()),
+            Val::Int(i) => Cow::Owned(i.to_string()),
+            Val::UInt(u) => Cow::Owned(u.to_string()),
+            Val::Float(f) => Cow::Owned(f.to_string()),
+            Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            Val::Time(t) => Cow::Owned(t.iso_millis()),
+            Val::Json(j) => Cow::Owned(j.to_string()),
+            Val::List(items) => {
+                let parts: Vec<_> = items.iter().map(|v| v.to_text().into_owned()).collect();
+                Cow::Owned(parts.join(","))
+            }
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn number(n: &serde_json::Number) -> Val<'static> {
+    if let Some(i) = n.as_i64() {
+        Val::Int(i)
+    } else if let Some(u) = n.as_u64() {
+        Val::UInt(u)
+    } else {
+        Val::Float(n.as_f64().unwrap_or(0.0))
+    }
+}
+
+/// A lookup table from a mapping file.
+#[derive(Debug)]
+pub struct LookupTable {
+    pub id: String,
+    pub entries: HashMap<String, String>,
+    pub case_insensitive: bool,
+    pub default: Option<String>,
+}
+
+impl LookupTable {
+    fn get(&self, key: &str) -> Option<&str> {
+        let hit = if self.case_insensitive {
+            self.entries.get(&key.to_lowercase())
+        } else {
+            self.entries.get(key)
+        };
+        hit.or(self.default.as_ref()).map(String::as_str)
+    }
+}
+
+/// One conversion step of a field's `convert` list, applied left to right.
+#[derive(Debug, Clone)]
+pub enum Step {
+    String,
+    Int,
+    Float,
+    Bool,
+    Timestamp,
+    Ip,
+    Lowercase,
+    Uppercase,
+    Trim,
+    Json,
+    SnakeKeys,
+    Args,
+    Count,
+    First,
+    List,
+    Unique,
+    Basename,
+    Dirname,
+    Url,
+    Split(String),
+    Join(String),
+    Lookup(Arc<LookupTable>),
+}
+
+/// The step names a mapping file may use, for diagnostics and the authors' README.
+pub const STEP_NAMES: &[&str] = &[
+    "string",
+    "int",
+    "float",
+    "bool",
+    "timestamp",
+    "ip",
+    "lowercase",
+    "uppercase",
+    "trim",
+    "json",
+    "snake-keys",
+    "args",
+    "count",
+    "first",
+    "list",
+    "unique",
+    "basename",
+    "dirname",
+    "url",
+    "split:SEP",
+    "join:SEP",
+    "lookup:TABLE",
+];
+
+impl Step {
+    /// Parses a step name; `lookup` tables are resolved by the caller.
+    pub fn parse(
+        word: &str,
+        table: impl Fn(&str) -> Option<Arc<LookupTable>>,
+    ) -> Result<Step, String> {
+        let (name, arg) = match word.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (word, None),
+        };
+        let sep = |a: Option<&str>| -> Result<String, String> {
+            match a {
+                Some("space") => Ok(" ".into()),
+                Some("tab") => Ok("\t".into()),
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(format!(
+                    "`{name}` needs a separator, as in `{name}:;` or `{name}:space`"
+                )),
+            }
+        };
+        Ok(match name {
+            "string" => Step::String,
+            "int" => Step::Int,
+            "float" => Step::Float,
+            "bool" => Step::Bool,
+            "timestamp" => Step::Timestamp,
+            "ip" => Step::Ip,
+            "lowercase" => Step::Lowercase,
+            "uppercase" => Step::Uppercase,
+            "trim" => Step::Trim,
+            "json" => Step::Json,
+            "snake-keys" => Step::SnakeKeys,
+            "args" => Step::Args,
+            "count" => Step::Count,
+            "first" => Step::First,
+            "list" => Step::List,
+            "unique" => Step::Unique,
+            "basename" => Step::Basename,
+            "dirname" => Step::Dirname,
+            "url" => Step::Url,
+            "split" => Step::Split(sep(arg)?),
+            "join" => Step::Join(sep(arg)?),
+            "lookup" => {
+                let id = arg.ok_or("`lookup` needs a table id, as in `lookup:severity`")?;
+                Step::Lookup(
+                    table(id).ok_or_else(|| format!("no lookup table `{id}` in this file"))?,
+                )
+            }
+            _ => {
+                return Err(format!(
+                    "unknown conversion `{word}` (known: {})",
+                    STEP_NAMES.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// Applies the step. `Ok(None)` means the value became absent (e.g. `-` as an IP).
+    pub fn apply<'a>(&self, v: Val<'a>) -> Result<Option<Val<'a>>, String> {
+        match self {
+            Step::Count => Ok(Some(Val::Int(match &v {
+                Val::List(l) => l.len() as i64,
+                Val::Json(j) => j.as_array().map_or(1, |a| a.len() as i64),
+                _ => 1,
+            }))),
+            Step::First => Ok(match v {
+                Val::List(l) => l.into_iter().next(),
+                Val::Json(Cow::Borrowed(Value::Array(a))) => a.first().and_then(Val::from_json),
+                Val::Json(Cow::Owned(Value::Array(a))) => {
+                    a.into_iter().next().and_then(Val::from_owned_json)
+                }
+                other => Some(other),
+            }),
+            Step::List => Ok(Some(match v {
+                Val::List(l) => Val::List(l),
+                other => Val::List(vec![other]),
+            })),
+            Step::Unique => Ok(Some(match v {
+                Val::List(l) => {
+                    let mut out: Vec<Val> = Vec::with_capacity(l.len());
+                    for x in l {
+                        if !out.contains(&x) {
+                            out.push(x);
+                        }
+                    }
+                    Val::List(out)
+                }
+                other => other,
+            })),
+            Step::Join(sep) => Ok(Some(match v {
+                Val::List(l) => {
+                    let parts: Vec<_> = l.iter().map(|x| x.to_text().into_owned()).collect();
+                    Val::Str(Cow::Owned(parts.join(sep)))
+                }
+                other => other,
+            })),
+            Step::Split(sep) => Ok(match v {
+                Val::Str(s) => {
+                    let items: Vec<Val> = s
+                        .split(sep.as_str())
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| Val::Str(Cow::Owned(p.to_string())))
+                        .collect();
+                    (!items.is_empty()).then_some(Val::List(items))
+                }
+                other => Some(other),
+            }),
+            Step::Args => Ok(match v {
+                Val::Str(s) => {
+                    let items: Vec<Val> = s
+                        .split_whitespace()
+                        .map(|p| Val::Str(Cow::Owned(p.to_string())))
+                        .collect();
+                    (!items.is_empty()).then_some(Val::List(items))
+                }
+                other => Some(other),
+            }),
+            _ => match v {
+                Val::List(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for item in items {
+                        if let Some(x) = self.scalar(item)? {
+                            out.push(x);
+                        }
+                    }
+                    Ok((!out.is_empty()).then_some(Val::List(out)))
+                }
+                other => self.scalar(other),
+            },
+        }
+    }
+
+    fn scalar<'a>(&self, v: Val<'a>) -> Result<Option<Val<'a>>, String> {
+        let text_of = |v: &Val| v.to_text().into_owned();
+        Ok(Some(match self {
+            Step::String => match v {
+                Val::Str(s) => Val::Str(s),
+                other => Val::Str(Cow::Owned(text_of(&other))),
+            },
+            Step::Int => match v {
+                Val::Int(_) | Val::UInt(_) => v,
+                Val::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Val::Int(f as i64),
+                Val::Bool(b) => Val::Int(i64::from(b)),
+                Val::Str(ref s) => {
+                    let t = s.trim();
+                    match (t.parse::<i64>(), t.parse::<u64>()) {
+                        (Ok(i), _) => Val::Int(i),
+                        (_, Ok(u)) => Val::UInt(u),
+                        _ => return Err(format!("`{t}` is not an integer")),
+                    }
+                }
+                other => return Err(format!("`{}` is not an integer", text_of(&other))),
+            },
+            Step::Float => match v {
+                Val::Int(i) => Val::Float(i as f64),
+                Val::UInt(u) => Val::Float(u as f64),
+                Val::Float(_) => v,
+                Val::Str(ref s) => Val::Float(
+                    s.trim()
+                        .parse::<f64>()
+                        .map_err(|_| format!("`{s}` is not a number"))?,
+                ),
+                other => return Err(format!("`{}` is not a number", text_of(&other))),
+            },
+            Step::Bool => match v {
+                Val::Bool(_) => v,
+                Val::Int(0) | Val::UInt(0) => Val::Bool(false),
+                Val::Int(1) | Val::UInt(1) => Val::Bool(true),
+                Val::Str(ref s) => match s.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => Val::Bool(true),
+                    "false" | "0" | "no" => Val::Bool(false),
+                    _ => return Err(format!("`{s}` is not a boolean")),
+                },
+                other => return Err(format!("`{}` is not a boolean", text_of(&other))),
+            },
+            Step::Timestamp => match v {
+                Val::Time(_) => v,
+                Val::Str(ref s) => Val::Time(
+                    Timestamp::parse(s).ok_or_else(|| format!("`{s}` is not a timestamp"))?,
+                ),
+                other => return Err(format!("`{}` is not a timestamp", text_of(&other))),
+            },
+            Step::Ip => {
+                let text = text_of(&v);
+                let t = text.trim().trim_start_matches('[').trim_end_matches(']');
+                if t == "-" || t.is_empty() {
+                    return Ok(None);
+                }
+                match t.parse::<IpAddr>() {
+                    Ok(ip) if ip.to_string() == text => v,
+                    Ok(ip) => Val::Str(Cow::Owned(ip.to_string())),
+                    Err(_) => return Err(format!("`{text}` is not an IP address")),
+                }
+            }
+            Step::Lowercase => map_str(v, |s| {
+                (s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii())
+                    .then(|| s.to_lowercase())
+            }),
+            Step::Uppercase => map_str(v, |s| {
+                (s.bytes().any(|b| b.is_ascii_lowercase()) || !s.is_ascii())
+                    .then(|| s.to_uppercase())
+            }),
+            Step::Trim => {
+                let trimmed = map_str(v, |s| {
+                    (s.trim().len() != s.len()).then(|| s.trim().to_string())
+                });
+                if trimmed.as_str() == Some("") {
+                    return Ok(None);
+                }
+                trimmed
+            }
+            Step::Json => match v {
+                Val::Str(ref s) => match serde_json::from_str::<Value>(s) {
+                    Ok(parsed) => return Ok(Val::from_owned_json(parsed)),
+                    Err(_) => v,
+                },
+                other => other,
+            },
+            Step::SnakeKeys => match v {
+                Val::Json(j) => Val::Json(Cow::Owned(snake_keys(&j))),
+                other => other,
+            },
+            Step::Basename => map_str(v, |s| s.rfind(['\\', '/']).map(|i| s[i + 1..].to_string())),
+            Step::Dirname => match v {
+                Val::Str(ref s) => match s.rfind(['\\', '/']) {
+                    Some(0) => Val::Str(Cow::Owned(s[..1].to_string())),
+                    Some(i) => Val::Str(Cow::Owned(s[..i].to_string())),
+                    None => return Ok(None),
+                },
+                other => other,
+            },
+            Step::Url => match v {
+                Val::Str(ref s) => match url_parts(s) {
+                    Some(obj) => Val::Json(Cow::Owned(obj)),
+                    None => return Err(format!("`{s}` is not a URL")),
+                },
+                other => other,
+            },
+            Step::Lookup(table) => match table.get(&text_of(&v)) {
+                Some(hit) if !hit.is_empty() => Val::Str(Cow::Owned(hit.to_string())),
+                _ => return Ok(None),
+            },
+            Step::Count
+            | Step::First
+            | Step::List
+            | Step::Unique
+            | Step::Join(_)
+            | Step::Split(_)
+            | Step::Args => v,
+        }))
+    }
+}
+
+fn map_str<'a>(v: Val<'a>, f: impl FnOnce(&str) -> Option<String>) -> Val<'a> {
+    match v {
+        Val::Str(s) => match f(&s) {
+            Some(changed) => Val::Str(Cow::Owned(changed)),
+            None => Val::Str(s),
+        },
+        other => other,
+    }
+}
+
+/// `InitiatingProcessId` -> `initiating_process_id`; `SHA1` -> `sha1`; `ISP` -> `isp`.
+pub fn snake_case(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1).copied();
+            let boundary = match prev {
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(char::is_lowercase),
+                _ => false,
+            };
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else if c == '-' || c == ' ' || c == '.' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    // Graph's `createdDateTime` is `created_datetime` in Elastic's layout, not `created_date_time`.
+    if out.contains("_date_time") {
+        out = out.replace("_date_time", "_datetime");
+    }
+    out
+}
+
+fn snake_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| !k.starts_with("@odata"))
+                .map(|(k, x)| (snake_case(k), snake_keys(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(snake_keys).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Splits a URL into the ECS `url.*` parts (original, scheme, domain, port, path, query, fragment).
+fn url_parts(s: &str) -> Option<Value> {
+    let (scheme, rest) = s.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return None;
+    }
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (rest, None),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (domain, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (host_port, None),
+        },
+        _ => (host_port, None),
+    };
+    let mut obj = serde_json::Map::new();
+    obj.insert("original".into(), Value::String(s.to_string()));
+    obj.insert("scheme".into(), Value::String(scheme.to_string()));
+    if !domain.is_empty() {
+        let d = domain.trim_start_matches('[').trim_end_matches(']');
+        obj.insert("domain".into(), Value::String(d.to_string()));
+    }
+    if let Some(p) = port {
+        obj.insert("port".into(), Value::from(p));
+    }
+    if !path.is_empty() {
+        obj.insert("path".into(), Value::String(path.to_string()));
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        obj.insert("query".into(), Value::String(q.to_string()));
+    }
+    if let Some(f) = fragment.filter(|f| !f.is_empty()) {
+        obj.insert("fragment".into(), Value::String(f.to_string()));
+    }
+    Some(Value::Object(obj))
+}
+
+impl Val<'_> {
+    pub fn is_str(&self, s: &str) -> bool {
+        self.as_str() == Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Val<'static> {
+        Val::Str(Cow::Owned(x.to_string()))
+    }
+
+    fn run(step: Step, v: Val<'static>) -> Result<Option<Val<'static>>, String> {
+        step.apply(v)
+    }
+
+    #[test]
+    fn null_empty_and_empty_array_are_absent() {
+        for v in [
+            Value::Null,
+            Value::from(""),
+            serde_json::json!([]),
+            serde_json::json!({}),
+        ] {
+            assert!(Val::from_json(&v).is_none(), "{v}");
+        }
+    }
+
+    #[test]
+    fn lenient_scalars() {
+        assert_eq!(run(Step::Int, s(" 42 ")).unwrap(), Some(Val::Int(42)));
+        assert_eq!(
+            run(Step::Int, s("18446744073709551615")).unwrap(),
+            Some(Val::UInt(u64::MAX))
+        );
+        assert!(run(Step::Int, s("4x")).is_err());
+        assert_eq!(run(Step::Bool, s("0")).unwrap(), Some(Val::Bool(false)));
+        assert_eq!(run(Step::Bool, Val::Int(1)).unwrap(), Some(Val::Bool(true)));
+        assert_eq!(run(Step::String, Val::Int(2833)).unwrap(), Some(s("2833")));
+        assert_eq!(run(Step::Ip, s("-")).unwrap(), None);
+        assert_eq!(
+            run(Step::Ip, s("::FFFF:10.0.0.1")).unwrap(),
+            Some(s("::ffff:10.0.0.1"))
+        );
+        assert!(run(Step::Ip, s("10.0.0.300")).is_err());
+    }
+
+    #[test]
+    fn list_steps() {
+        let args = run(Step::Args, s("svchost.exe -k  DcomLaunch"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            args,
+            Val::List(vec![s("svchost.exe"), s("-k"), s("DcomLaunch")])
+        );
+        assert_eq!(run(Step::Count, args.clone()).unwrap(), Some(Val::Int(3)));
+        assert_eq!(run(Step::First, args).unwrap(), Some(s("svchost.exe")));
+        let split = run(Step::Split(";".into()), s("a; b;;c")).unwrap().unwrap();
+        assert_eq!(split, Val::List(vec![s("a"), s("b"), s("c")]));
+        let lower = run(Step::Lowercase, split).unwrap().unwrap();
+        assert_eq!(lower, Val::List(vec![s("a"), s("b"), s("c")]));
+    }
+
+    #[test]
+    fn names_paths_and_urls() {
+        assert_eq!(
+            snake_case("InitiatingProcessAccountSid"),
+            "initiating_process_account_sid"
+        );
+        assert_eq!(snake_case("SHA1"), "sha1");
+        assert_eq!(snake_case("ISP"), "isp");
+        assert_eq!(snake_case("IPAddress"), "ip_address");
+        assert_eq!(snake_case("mdeDeviceId"), "mde_device_id");
+        assert_eq!(snake_case("createdDateTime"), "created_datetime");
+        assert_eq!(
+            run(Step::Basename, s(r"C:\a\b.exe")).unwrap(),
+            Some(s("b.exe"))
+        );
+        assert_eq!(
+            run(Step::Dirname, s("/usr/bin/ls")).unwrap(),
+            Some(s("/usr/bin"))
+        );
+        let url = run(Step::Url, s("https://h.example:8443/a/b?x=1#f"))
+            .unwrap()
+            .unwrap();
+        let Val::Json(j) = url else { panic!() };
+        assert_eq!(j["domain"], "h.example");
+        assert_eq!(j["port"], 8443);
+        assert_eq!(j["path"], "/a/b");
+        assert_eq!(j["query"], "x=1");
+    }
+}

@@ -1,0 +1,129 @@
+//! decode -> map -> render over whole texts: the one path that the CLI, the golden fixtures, the
+//! benchmark and (later) the service share.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::decode::{decode_text, DecodeError};
+use crate::event::{RawRecord, SourceKind};
+use crate::format::{render_ecs, render_leef, RenderOptions};
+use crate::mapping::path::JsonCache;
+use crate::mapping::{MapOptions, MappingSet, Outcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Leef,
+    Ecs,
+}
+
+/// Records seen, by outcome and by family (or category, for unmapped ones).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub mapped: u64,
+    pub unmapped: u64,
+    pub failed: u64,
+    pub conversion_errors: u64,
+    pub by_family: BTreeMap<String, u64>,
+    /// First reasons seen for unmapped/failed records, at most a few, for the summary.
+    pub reasons: Vec<String>,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.mapped + self.unmapped + self.failed
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} records: {} mapped, {} unmapped, {} failed",
+            self.total(),
+            self.mapped,
+            self.unmapped,
+            self.failed
+        );
+        if self.conversion_errors > 0 {
+            s.push_str(&format!(
+                ", {} field conversion errors",
+                self.conversion_errors
+            ));
+        }
+        for (fam, n) in &self.by_family {
+            s.push_str(&format!("\n  {fam}: {n}"));
+        }
+        for r in &self.reasons {
+            s.push_str(&format!("\n  note: {r}"));
+        }
+        s
+    }
+}
+
+pub struct Translator {
+    pub mappings: MappingSet,
+    pub map: MapOptions,
+    pub render: RenderOptions,
+}
+
+impl Translator {
+    pub fn new(mappings: MappingSet, map: MapOptions, render: RenderOptions) -> Self {
+        Translator {
+            mappings,
+            map,
+            render,
+        }
+    }
+
+    /// Maps one record and appends its rendering(s), each followed by `\n`.
+    pub fn record(
+        &self,
+        rec: &RawRecord,
+        formats: &[Format],
+        cache: &mut JsonCache,
+        out: &mut Vec<u8>,
+        counts: &mut Counts,
+    ) {
+        let ev = self.mappings.map(rec, &self.map, cache);
+        match &ev.outcome {
+            Outcome::Mapped => counts.mapped += 1,
+            Outcome::Unmapped(r) | Outcome::Failed(r) => {
+                if matches!(ev.outcome, Outcome::Unmapped(_)) {
+                    counts.unmapped += 1;
+                } else {
+                    counts.failed += 1;
+                }
+                if counts.reasons.len() < 5 {
+                    counts.reasons.push(format!("{}: {r}", rec.position));
+                }
+            }
+        }
+        counts.conversion_errors += ev.errors.len() as u64;
+        let key = ev.family.map_or_else(
+            || format!("({}) {}", ev.outcome.label(), ev.category),
+            |f| f.name.clone(),
+        );
+        *counts.by_family.entry(key).or_default() += 1;
+        for f in formats {
+            match f {
+                Format::Leef => render_leef(&ev, &self.render, out),
+                Format::Ecs => render_ecs(&ev, out),
+            }
+            out.push(b'\n');
+        }
+    }
+
+    /// Translates every record of `text`. Output for documents before a malformed one is kept.
+    pub fn text(
+        &self,
+        text: &str,
+        origin: &Arc<str>,
+        forced: Option<SourceKind>,
+        formats: &[Format],
+        out: &mut Vec<u8>,
+        counts: &mut Counts,
+    ) -> Result<(), DecodeError> {
+        let mut cache = JsonCache::default();
+        decode_text(text, origin, forced, |rec| {
+            self.record(&rec, formats, &mut cache, out, counts)
+        })
+        .map(|_| ())
+    }
+}
