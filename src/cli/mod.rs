@@ -1,6 +1,6 @@
 //! Command-line interface: `translate`, `replay`, `check`.
 
-mod replay;
+pub mod replay;
 mod translate;
 
 use std::path::PathBuf;

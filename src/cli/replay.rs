@@ -162,7 +162,7 @@ fn clip(line: &str, col: usize) -> String {
     let end = (start + 160).min(chars.len());
     let mut s: String = chars[start..end].iter().collect();
     if start > 0 {
-        s.insert_str(0, "…");
+        s.insert(0, '…');
     }
     if end < chars.len() {
         s.push('…');

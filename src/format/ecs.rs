@@ -9,6 +9,8 @@ use crate::mapping::value::Val;
 #[derive(Debug, Clone)]
 struct PlanNode {
     key: String,
+    /// `"key":`, escaped once when the plan is built.
+    member: Vec<u8>,
     kind: NodeKind,
 }
 
@@ -27,6 +29,16 @@ pub struct EcsPlan {
     nodes: Vec<PlanNode>,
     slots: usize,
     dynamics: usize,
+    layout: Option<Layout>,
+}
+
+/// Slots numbered in the order the writer visits them, so that a subtree's slots form one range
+/// and an empty subtree is skipped in O(1) instead of being walked.
+#[derive(Debug, Clone)]
+struct Layout {
+    position_of_slot: Vec<u32>,
+    /// Per node: its slots' positions `lo..hi`, and whether it or a descendant has a dynamic place.
+    range: Vec<(u32, u32, bool)>,
 }
 
 impl Default for EcsPlan {
@@ -34,6 +46,7 @@ impl Default for EcsPlan {
         EcsPlan {
             nodes: vec![PlanNode {
                 key: String::new(),
+                member: Vec::new(),
                 kind: NodeKind::Object {
                     children: vec![],
                     dynamic: None,
@@ -41,6 +54,7 @@ impl Default for EcsPlan {
             }],
             slots: 0,
             dynamics: 0,
+            layout: None,
         }
     }
 }
@@ -67,6 +81,7 @@ impl EcsPlan {
         }
         let slot = self.slots;
         self.slots += 1;
+        self.layout = None;
         self.add_child(parent, last, NodeKind::Leaf(slot));
         Ok(slot)
     }
@@ -93,7 +108,11 @@ impl EcsPlan {
             return Err(format!("`{path}` is not a dotted ECS path"));
         }
         match path.rsplit_once('.') {
-            Some((parent, last)) => Ok((self.object(parent)?, last)),
+            Some((parent, last)) => Ok((
+                self.object(parent)
+                    .map_err(|_| format!("`{path}` goes below a path that is a value elsewhere"))?,
+                last,
+            )),
             None => Ok((0, path)),
         }
     }
@@ -135,8 +154,12 @@ impl EcsPlan {
 
     fn add_child(&mut self, parent: usize, key: &str, kind: NodeKind) -> usize {
         let id = self.nodes.len();
+        let mut member = Vec::with_capacity(key.len() + 3);
+        write_str(key, &mut member);
+        member.push(b':');
         self.nodes.push(PlanNode {
             key: key.to_string(),
+            member,
             kind,
         });
         let at = match &self.nodes[parent].kind {
@@ -151,9 +174,51 @@ impl EcsPlan {
         id
     }
 
+    /// Fixes the writing order once every slot is known; later `slot` calls undo it.
+    pub fn finish(&mut self) {
+        let mut layout = Layout {
+            position_of_slot: vec![0; self.slots],
+            range: vec![(0, 0, false); self.nodes.len()],
+        };
+        let mut next = 0u32;
+        self.number(0, &mut next, &mut layout);
+        self.layout = Some(layout);
+    }
+
+    fn number(&self, node: usize, next: &mut u32, layout: &mut Layout) {
+        let lo = *next;
+        let mut dynamic_below = false;
+        match &self.nodes[node].kind {
+            NodeKind::Leaf(slot) => {
+                layout.position_of_slot[*slot] = *next;
+                *next += 1;
+            }
+            NodeKind::Object { children, dynamic } => {
+                dynamic_below = dynamic.is_some();
+                for &c in children {
+                    self.number(c, next, layout);
+                    dynamic_below |= layout.range[c].2;
+                }
+            }
+        }
+        layout.range[node] = (lo, *next, dynamic_below);
+    }
+
     /// Writes one document. `dynamics[d]` must be sorted by key.
     pub fn write(&self, slots: &[Option<Val>], dynamics: &[Vec<(String, Val)>], out: &mut Vec<u8>) {
-        self.write_object(0, slots, dynamics, out);
+        let filled = self.layout.as_ref().map(|l| {
+            let mut marks = vec![0u32; self.slots + 1];
+            for (slot, v) in slots.iter().enumerate() {
+                if v.is_some() {
+                    marks[l.position_of_slot[slot] as usize + 1] = 1;
+                }
+            }
+            for i in 1..marks.len() {
+                marks[i] += marks[i - 1];
+            }
+            marks
+        });
+        self.write_object(0, slots, dynamics, filled.as_deref(), out);
     }
 
     fn write_object(
@@ -161,6 +226,7 @@ impl EcsPlan {
         node: usize,
         slots: &[Option<Val>],
         dynamics: &[Vec<(String, Val)>],
+        filled: Option<&[u32]>,
         out: &mut Vec<u8>,
     ) -> bool {
         let NodeKind::Object { children, dynamic } = &self.nodes[node].kind else {
@@ -184,17 +250,27 @@ impl EcsPlan {
             match child.kind {
                 NodeKind::Leaf(slot) => {
                     if let Some(Some(v)) = slots.get(slot) {
-                        write_member(&child.key, v, &mut wrote, out);
+                        if wrote {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(&child.member);
+                        write_val(v, out);
+                        wrote = true;
                     }
                 }
                 NodeKind::Object { .. } => {
+                    if let (Some(l), Some(f)) = (&self.layout, filled) {
+                        let (lo, hi, dynamic_below) = l.range[c];
+                        if !dynamic_below && f[hi as usize] == f[lo as usize] {
+                            continue;
+                        }
+                    }
                     let mark = out.len();
                     if wrote {
                         out.push(b',');
                     }
-                    write_str(&child.key, out);
-                    out.push(b':');
-                    if self.write_object(c, slots, dynamics, out) {
+                    out.extend_from_slice(&child.member);
+                    if self.write_object(c, slots, dynamics, filled, out) {
                         wrote = true;
                     } else {
                         out.truncate(mark);
@@ -255,30 +331,39 @@ pub fn write_val(v: &Val, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes that JSON strings must escape.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// A JSON string literal; unescaped runs are copied whole.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => {
-                out.extend_from_slice(&b[start..i]);
-                let _ = write!(out, "\\u{c:04x}");
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    while let Some(off) = b[start..].iter().position(|&c| NEEDS_ESCAPE[c as usize]) {
+        let i = start + off;
         out.extend_from_slice(&b[start..i]);
-        out.extend_from_slice(esc);
+        match b[i] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            c => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
+        }
         start = i + 1;
     }
     out.extend_from_slice(&b[start..]);
@@ -316,7 +401,7 @@ mod tests {
         slots[ts] = Some(s("t"));
         slots[known] = Some(Val::Bool(true));
         let _ = user;
-        let dynamics = vec![vec![
+        let dynamics = [vec![
             ("aaa".to_string(), Val::Int(1)),
             ("known".to_string(), Val::Int(2)),
             ("zzz".to_string(), s("\u{1}")),

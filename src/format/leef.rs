@@ -218,6 +218,63 @@ mod tests {
         assert_eq!(line.matches('é').count(), 255);
     }
 
+    /// Inverse of `escape`, to prove the escaping loses nothing.
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut it = s.chars();
+        while let Some(c) = it.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match it.next() {
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('n') => out.push('\n'),
+                Some('\\') => out.push('\\'),
+                Some('x') => {
+                    let hex: String = it.by_ref().take(2).collect();
+                    out.push(char::from(
+                        u8::from_str_radix(&hex, 16).expect("two hex digits"),
+                    ));
+                }
+                other => panic!("dangling escape {other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_round_trips_and_never_leaves_a_raw_delimiter_cr_or_lf() {
+        const ALPHABET: &[char] = &[
+            'a', 'Z', '0', ' ', '=', '|', '^', '\\', '\t', '\r', '\n', '\u{1}', '\u{7f}', 'é', '✓',
+            'x',
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for delim in [b'\t', b'^', b'|'] {
+            for _ in 0..2000 {
+                let mut value = String::new();
+                for _ in 0..(seed % 24) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    value.push(ALPHABET[(seed % ALPHABET.len() as u64) as usize]);
+                }
+                let mut out = Vec::new();
+                escape(&value, delim, &mut out);
+                let escaped = String::from_utf8(out).expect("UTF-8 stays UTF-8");
+                assert!(
+                    !escaped
+                        .bytes()
+                        .any(|b| b == delim || b == b'\r' || b == b'\n' || b < 0x20),
+                    "{escaped:?}"
+                );
+                assert_eq!(unescape(&escaped), value);
+                seed = seed.wrapping_add(1);
+            }
+        }
+    }
+
     #[test]
     fn delimiter_parsing() {
         assert_eq!(LeefOptions::parse_delimiter("x09"), Ok('\t'));

@@ -44,6 +44,7 @@ pub fn render_ecs(ev: &MappedEvent, out: &mut Vec<u8>) {
     let mut ecs = ev.ecs.clone();
     if let Ok(slot) = plan.slot("error.message") {
         ecs.resize(plan.slot_count(), None);
+        plan.finish();
         ecs[slot] = Some(Val::List(
             ev.errors
                 .iter()

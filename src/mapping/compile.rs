@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use super::family::{Carry, EventDef, EventMap, Family, Rule, Selector, Source};
+use super::family::{Carry, EventDef, EventMap, Family, MemberIndex, Rule, Selector, Source};
 use super::path::Path;
 use super::predicate::Predicate;
 use super::value::{LookupTable, Step};
@@ -206,6 +206,7 @@ pub fn compile_family(
         tables: HashMap::new(),
         rules: Vec::new(),
         leef_seen: HashMap::new(),
+        leef_index: HashMap::new(),
     };
     // Lookup tables first, from the family and from the sets it includes, so any field may use them.
     collect_tables(&mut ctx, root, sets, &mut b.tables, &mut HashSet::new());
@@ -255,6 +256,41 @@ pub fn compile_family(
             ctx.err(root, root.pos, format!("a family needs a <{what}>"));
         }
     }
+    if carries.len() > 1 {
+        ctx.err(root, root.pos, "a family has at most one <carry>");
+    }
+    let carry = carries.into_iter().next();
+    let mut members = MemberIndex::default();
+    if let Some(c) = &carry {
+        for (name, column) in &c.names {
+            members.keys.entry(name.clone()).or_default().column = Some(*column);
+        }
+        let mut header = [
+            event_name.as_mut(),
+            event_category.as_mut(),
+            device_time.as_mut(),
+        ];
+        let rules = b
+            .rules
+            .iter_mut()
+            .chain(header.iter_mut().filter_map(|r| r.as_deref_mut()));
+        for rule in rules {
+            for source in &mut rule.sources {
+                let Source::Path(p) = source else { continue };
+                let Some((key, rest)) = p.strip_member(&c.carry.path) else {
+                    continue;
+                };
+                let next = members.args;
+                let m = members.keys.entry(key.to_string()).or_default();
+                let arg = *m.arg.get_or_insert(next);
+                if arg == next {
+                    members.args += 1;
+                }
+                *source = Source::Member(arg, rest);
+            }
+        }
+    }
+    let carry = carry.map(|c| c.carry);
     let mut fixed_slot = |path: &str, ctx: &mut Ctx| match b.plan.slot(path) {
         Ok(slot) => slot,
         Err(e) => {
@@ -267,6 +303,7 @@ pub fn compile_family(
     let category_slot = fixed_slot("event.category", &mut ctx);
     let type_slot = fixed_slot("event.type", &mut ctx);
     let original_slot = fixed_slot("event.original", &mut ctx);
+    b.plan.finish();
     if !ctx.diags.is_empty() {
         return Err(ctx.diags);
     }
@@ -292,7 +329,9 @@ pub fn compile_family(
         device_time,
         rules: b.rules,
         event_map,
-        carries,
+        carry,
+        members,
+        leef_keys: b.leef_index.len(),
         plan: b.plan,
         timestamp_slot,
         ecs_version_slot,
@@ -446,7 +485,7 @@ fn compile_predicate(ctx: &mut Ctx, el: &Element) -> Option<Predicate> {
                 Ok(r) => Predicate::Matches(p, r),
                 Err(e) => {
                     let pos = el.attr("regex").map_or(el.pos, |a| a.pos);
-                    ctx.err(el, pos, format!("bad regex: {e}"));
+                    ctx.err(el, pos, format!("bad regex: {}", one_line(&e.to_string())));
                     return None;
                 }
             }
@@ -528,7 +567,7 @@ fn event_entries(ctx: &mut Ctx, el: &Element, sets: &FieldSets, map: &mut EventM
         let Some(id) = ctx.required(e, "id") else {
             continue;
         };
-        let list = map.by_id.entry(id.to_string()).or_insert_with(Vec::new);
+        let list = map.by_id.entry(id.to_string()).or_default();
         if list.iter().any(|d: &EventDef| d.category == def.category) {
             ctx.err(
                 e,
@@ -654,6 +693,7 @@ struct Builder {
     rules: Vec<Rule>,
     /// LEEF key -> whether the rule that writes it is conditional.
     leef_seen: HashMap<String, (bool, Pos)>,
+    leef_index: HashMap<String, usize>,
 }
 
 const FIELD_ATTRS: &[&str] = &[
@@ -783,7 +823,11 @@ impl Builder {
             None => None,
             Some(a) => match Regex::new(&a.value) {
                 Err(e) => {
-                    ctx.err(el, a.pos, format!("bad regex: {e}"));
+                    ctx.err(
+                        el,
+                        a.pos,
+                        format!("bad regex: {}", one_line(&e.to_string())),
+                    );
                     None
                 }
                 Ok(re) => {
@@ -859,7 +903,9 @@ impl Builder {
                 }
                 self.leef_seen
                     .insert(key.to_string(), (conditional, el.pos));
-                rule.leef = Some(key.to_string());
+                let next = self.leef_index.len();
+                let index = *self.leef_index.entry(key.to_string()).or_insert(next);
+                rule.leef = Some((key.to_string(), index));
             }
         }
         for (attr, into_append) in [("ecs", false), ("append", true)] {
@@ -876,7 +922,12 @@ impl Builder {
         Some(rule)
     }
 
-    fn carry(&mut self, ctx: &mut Ctx, el: &Element, column_sets: &FieldSets) -> Option<Carry> {
+    fn carry(
+        &mut self,
+        ctx: &mut Ctx,
+        el: &Element,
+        column_sets: &FieldSets,
+    ) -> Option<CompiledCarry> {
         ctx.allow(el, &["path", "ecs", "columns", "leef"]);
         ctx.required(el, "path")?;
         let path = ctx.path(el, "path")?;
@@ -888,7 +939,8 @@ impl Builder {
                 None
             }
         });
-        let mut columns = HashMap::new();
+        let mut columns = Vec::new();
+        let mut names: Vec<(String, usize)> = Vec::new();
         if let Some(id) = el.get("columns") {
             let Some(prefix) = prefix else {
                 ctx.err(
@@ -936,8 +988,11 @@ impl Builder {
                 }
                 match self.plan.slot(&format!("{prefix}.{target}")) {
                     Ok(slot) => {
-                        if columns.insert(name.to_string(), (slot, steps)).is_some() {
+                        if names.iter().any(|(n, _)| n == name) {
                             inner.err(c, c.pos, format!("column `{name}` is listed twice"));
+                        } else {
+                            names.push((name.to_string(), columns.len()));
+                            columns.push((slot, steps));
                         }
                     }
                     Err(e) => inner.err(c, c.pos, e),
@@ -946,13 +1001,31 @@ impl Builder {
             ctx.diags.extend(inner.diags);
         }
         let leef = bool_attr(ctx, el, "leef");
-        Some(Carry {
-            path,
-            dynamic,
-            columns,
-            leef,
+        Some(CompiledCarry {
+            carry: Carry {
+                path,
+                dynamic,
+                columns,
+                leef,
+            },
+            names,
         })
     }
+}
+
+/// A `<carry>` and the names of its dictionary columns (which go into the member index).
+struct CompiledCarry {
+    carry: Carry,
+    names: Vec<(String, usize)>,
+}
+
+/// regex errors span several lines with a caret; a diagnostic is one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "^")
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn compile_when(ctx: &mut Ctx, el: &Element) -> Option<Predicate> {

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use regex::Regex;
 use serde_json::Value;
@@ -40,7 +41,47 @@ impl Selector {
 #[derive(Debug)]
 pub enum Source {
     Path(Path),
+    /// A member of the indexed object (the `<carry>` path), then the rest of the path.
+    Member(usize, Path),
     Const(String),
+}
+
+/// FNV-1a: column names are short, and SipHash's DoS resistance buys nothing for keys that
+/// come from the mapping files. Written here because it is ten lines.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// What one member name of the indexed object is for: an argument of rules, a vendor column.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Member {
+    pub arg: Option<usize>,
+    pub column: Option<usize>,
+}
+
+/// The members of the `<carry>` object, looked up once per record.
+#[derive(Debug, Default)]
+pub struct MemberIndex {
+    pub keys: HashMap<String, Member, BuildHasherDefault<Fnv>>,
+    pub args: usize,
 }
 
 /// One `<field>` (or header element) compiled.
@@ -52,7 +93,8 @@ pub struct Rule {
     pub default: Option<String>,
     pub when: Option<Predicate>,
     pub required: bool,
-    pub leef: Option<String>,
+    /// LEEF key and its index among the family's keys (for a per-record "already written" mark).
+    pub leef: Option<(String, usize)>,
     pub ecs: Vec<usize>,
     pub append: Vec<usize>,
     /// The path or constant, for diagnostics.
@@ -71,6 +113,7 @@ impl Rule {
     fn eval<'a>(
         &'a self,
         rec: &'a Value,
+        args: &[Option<&'a Value>],
         cache: &mut JsonCache,
         errors: &mut Vec<String>,
     ) -> Eval<'a> {
@@ -83,6 +126,11 @@ impl Rule {
         for s in &self.sources {
             v = match s {
                 Source::Path(p) => p.resolve(rec, cache),
+                Source::Member(i, rest) => match args.get(*i).copied().flatten() {
+                    Some(v) if rest.is_empty() => Val::from_json(v),
+                    Some(v) => rest.resolve(v, cache),
+                    None => None,
+                },
                 Source::Const(c) => Some(Val::Str(Cow::Borrowed(c))),
             };
             if v.is_some() {
@@ -129,10 +177,11 @@ impl Rule {
     fn value<'a>(
         &'a self,
         rec: &'a Value,
+        args: &[Option<&'a Value>],
         cache: &mut JsonCache,
         errors: &mut Vec<String>,
     ) -> Option<Val<'a>> {
-        match self.eval(rec, cache, errors) {
+        match self.eval(rec, args, cache, errors) {
             Eval::Value(v) => Some(v),
             _ => None,
         }
@@ -174,7 +223,8 @@ impl EventMap {
 pub struct Carry {
     pub path: Path,
     pub dynamic: Option<usize>,
-    pub columns: HashMap<String, (usize, Vec<Step>)>,
+    /// Dictionary columns: ECS slot and conversions; `MemberIndex` points here.
+    pub columns: Vec<(usize, Vec<Step>)>,
     pub leef: bool,
 }
 
@@ -191,7 +241,10 @@ pub struct Family {
     pub device_time: Rule,
     pub rules: Vec<Rule>,
     pub event_map: EventMap,
-    pub carries: Vec<Carry>,
+    pub carry: Option<Carry>,
+    /// How many distinct LEEF keys the rules write.
+    pub leef_keys: usize,
+    pub members: MemberIndex,
     pub plan: EcsPlan,
     pub timestamp_slot: usize,
     pub ecs_version_slot: usize,
@@ -216,7 +269,24 @@ impl Family {
     ) -> Result<MappedEvent<'a>, String> {
         cache.clear();
         let mut errors = Vec::new();
-        let time = match self.device_time.value(rec, cache, &mut errors) {
+        let mut args: Vec<Option<&'a Value>> = vec![None; self.members.args];
+        let mut carried: Vec<(&'a str, &'a Value, Option<usize>)> = Vec::new();
+        if let Some(Value::Object(obj)) = self.carry.as_ref().and_then(|c| c.path.node(rec)) {
+            carried.reserve(obj.len());
+            for (k, v) in obj {
+                let m = self
+                    .members
+                    .keys
+                    .get(k.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                if let Some(a) = m.arg {
+                    args[a] = Some(v);
+                }
+                carried.push((k.as_str(), v, m.column));
+            }
+        }
+        let time = match self.device_time.value(rec, &args, cache, &mut errors) {
             Some(Val::Time(t)) => t,
             _ => {
                 return Err(format!(
@@ -231,7 +301,7 @@ impl Family {
         };
         let text_of =
             |r: &'a Rule, cache: &mut JsonCache, errors: &mut Vec<String>| -> Cow<'a, str> {
-                match r.value(rec, cache, errors) {
+                match r.value(rec, &args, cache, errors) {
                     Some(Val::Str(s)) => s,
                     Some(other) => Cow::Owned(other.to_text().into_owned()),
                     None => Cow::Borrowed(""),
@@ -243,9 +313,10 @@ impl Family {
             return Err(format!("no event name at `{}`", self.event_name.what));
         }
         let mut ecs: Vec<Option<Val<'a>>> = vec![None; self.plan.slot_count()];
-        let mut leef: Vec<(&'a str, Val<'a>)> = Vec::with_capacity(32);
+        let mut leef: Vec<(&'a str, Val<'a>)> = Vec::with_capacity(self.leef_keys + 4);
+        let mut leef_seen = vec![false; self.leef_keys];
         for rule in &self.rules {
-            let v = match rule.eval(rec, cache, &mut errors) {
+            let v = match rule.eval(rec, &args, cache, &mut errors) {
                 Eval::Value(v) => v,
                 Eval::Absent if rule.required => {
                     return Err(format!(
@@ -258,9 +329,10 @@ impl Family {
             for &slot in &rule.append {
                 append(&mut ecs[slot], &v);
             }
-            if let Some(key) = rule.leef.as_deref() {
-                if !leef.iter().any(|(k, _)| *k == key) {
-                    leef.push((key, v.clone()));
+            if let Some((key, i)) = &rule.leef {
+                if !leef_seen[*i] {
+                    leef_seen[*i] = true;
+                    leef.push((key.as_str(), v.clone()));
                 }
             }
             for &slot in &rule.ecs {
@@ -304,11 +376,8 @@ impl Family {
             ecs[self.original_slot] = Some(Val::Str(Cow::Owned(rec.to_string())));
         }
         let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
-        for carry in &self.carries {
-            let Some(Value::Object(obj)) = carry.path.node(rec) else {
-                continue;
-            };
-            for (k, v) in obj {
+        if let Some(carry) = &self.carry {
+            for (k, v, column) in carried {
                 if k.starts_with("__UDI_") {
                     continue;
                 }
@@ -316,12 +385,12 @@ impl Family {
                     continue;
                 };
                 if carry.leef
-                    && !leef.iter().any(|(lk, _)| *lk == k.as_str())
+                    && !leef.iter().any(|(lk, _)| *lk == k)
                     && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
                 {
-                    leef.push((k.as_str(), val.clone()));
+                    leef.push((k, val.clone()));
                 }
-                if let Some((slot, steps)) = carry.columns.get(k) {
+                if let Some((slot, steps)) = column.and_then(|c| carry.columns.get(c)) {
                     if ecs[*slot].is_none() {
                         ecs[*slot] = convert_column(val, steps, k, &mut errors);
                     }

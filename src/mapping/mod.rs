@@ -11,6 +11,7 @@ pub mod value;
 pub mod xml;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::Value;
@@ -118,6 +119,7 @@ impl GenericPlan {
         let kind = slot("event.kind");
         let code = slot("event.code");
         let original = slot("event.original");
+        plan.finish();
         GenericPlan {
             plan,
             timestamp,
@@ -130,10 +132,35 @@ impl GenericPlan {
     }
 }
 
+/// Which families to try for a record: those that require its `category`, then the others.
+#[derive(Debug, Default)]
+struct Dispatch {
+    by_category: HashMap<String, Vec<usize>>,
+    rest: Vec<usize>,
+}
+
+impl Dispatch {
+    fn new(families: &[Family]) -> Self {
+        let mut d = Dispatch::default();
+        for (i, f) in families
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.selector.fallback)
+        {
+            match f.selector.predicate.required_value("category") {
+                Some(c) => d.by_category.entry(c.to_string()).or_default().push(i),
+                None => d.rest.push(i),
+            }
+        }
+        d
+    }
+}
+
 /// Every family, compiled and checked together.
 #[derive(Debug)]
 pub struct MappingSet {
     families: Vec<Family>,
+    dispatch: Dispatch,
     generic: GenericPlan,
 }
 
@@ -215,6 +242,7 @@ impl MappingSet {
             return Err(LoadError { diagnostics: diags });
         }
         Ok(MappingSet {
+            dispatch: Dispatch::new(&families),
             families,
             generic: GenericPlan::new(),
         })
@@ -226,17 +254,20 @@ impl MappingSet {
 
     /// The family that claims a record: a specific one first, then its source's fallback.
     pub fn select(&self, kind: SourceKind, rec: &Value, cache: &mut JsonCache) -> Option<&Family> {
-        let mut fallback = None;
-        for f in &self.families {
-            if f.selector.fallback {
-                if fallback.is_none() && f.selector.takes(kind) {
-                    fallback = Some(f);
-                }
-            } else if f.claims(kind, rec, cache) {
-                return Some(f);
+        let specific = rec
+            .get("category")
+            .and_then(Value::as_str)
+            .and_then(|c| self.dispatch.by_category.get(c))
+            .map_or(&[][..], Vec::as_slice);
+        let candidates = specific.iter().chain(&self.dispatch.rest);
+        for &i in candidates {
+            if self.families[i].claims(kind, rec, cache) {
+                return Some(&self.families[i]);
             }
         }
-        fallback
+        self.families
+            .iter()
+            .find(|f| f.selector.fallback && f.selector.takes(kind))
     }
 
     /// Maps one record. Never fails: unmapped and failed records become generic events.

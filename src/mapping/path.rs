@@ -128,6 +128,25 @@ impl Path {
         }
     }
 
+    /// For `prefix.key.rest...`: the key and the rest (possibly empty) of the path.
+    pub fn strip_member(&self, prefix: &Path) -> Option<(&str, Path)> {
+        let rest = self.segs.strip_prefix(prefix.segs.as_slice())?;
+        match rest.split_first() {
+            Some((Seg::Key(k), tail)) => Some((
+                k.as_str(),
+                Path {
+                    text: self.text.clone(),
+                    segs: tail.to_vec(),
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
     pub fn same_node(&self, other: &Path) -> bool {
         self.segs == other.segs
     }
@@ -147,22 +166,36 @@ impl Path {
 
     /// The value at this path; absent for missing, `null` and `""`.
     pub fn resolve<'a>(&self, root: &'a Value, cache: &mut JsonCache) -> Option<Val<'a>> {
-        let mut out = Vec::new();
-        let many = self.segs.contains(&Seg::All);
-        walk(root, &self.segs, cache, &mut out);
-        if many {
-            let mut flat = Vec::with_capacity(out.len());
-            for v in out {
-                match v {
-                    Val::List(items) => flat.extend(items),
-                    other => flat.push(other),
-                }
-            }
-            (!flat.is_empty()).then_some(Val::List(flat))
-        } else {
-            out.pop()
+        if !self.segs.contains(&Seg::All) {
+            return walk_one(root, &self.segs, cache);
         }
+        let mut out = Vec::new();
+        walk(root, &self.segs, cache, &mut out);
+        let mut flat = Vec::with_capacity(out.len());
+        for v in out {
+            match v {
+                Val::List(items) => flat.extend(items),
+                other => flat.push(other),
+            }
+        }
+        (!flat.is_empty()).then_some(Val::List(flat))
     }
+}
+
+/// A path without `[*]`: at most one value, found without collecting.
+fn walk_one<'a>(mut cur: &'a Value, segs: &[Seg], cache: &mut JsonCache) -> Option<Val<'a>> {
+    for (i, seg) in segs.iter().enumerate() {
+        cur = match (seg, cur) {
+            (Seg::Key(k), Value::Object(o)) => o.get(k)?,
+            (Seg::Index(n), Value::Array(a)) => a.get(*n)?,
+            (_, Value::String(s)) => {
+                let inner = cache.parsed(s)?;
+                return walk_one(inner, &segs[i..], &mut JsonCache::default()).map(Val::into_owned);
+            }
+            _ => return None,
+        };
+    }
+    Val::from_json(cur)
 }
 
 fn walk<'a>(cur: &'a Value, segs: &[Seg], cache: &mut JsonCache, out: &mut Vec<Val<'a>>) {

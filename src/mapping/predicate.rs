@@ -32,7 +32,7 @@ impl Predicate {
             Predicate::NotEquals(p, v) => {
                 str_at(p, rec).map_or_else(|| text(p, cache).as_deref() != Some(v), |s| s != v)
             }
-            Predicate::OneOf(p, vs) => text(p, cache).is_some_and(|t| vs.iter().any(|v| *v == t)),
+            Predicate::OneOf(p, vs) => text(p, cache).is_some_and(|t| vs.contains(&t)),
             Predicate::Prefix(p, v) => str_at(p, rec).map_or_else(
                 || text(p, cache).is_some_and(|t| t.starts_with(v.as_str())),
                 |s| s.starts_with(v.as_str()),
@@ -53,6 +53,14 @@ impl Predicate {
         let a = self.conjuncts();
         let b = other.conjuncts();
         a.iter().any(|x| b.iter().any(|y| atoms_disjoint(x, y)))
+    }
+
+    /// The value this predicate requires at `path` (a top-level `equals`), for dispatch.
+    pub fn required_value(&self, path: &str) -> Option<&str> {
+        self.conjuncts().into_iter().find_map(|p| match p {
+            Predicate::Equals(at, v) if at.text == path => Some(v.as_str()),
+            _ => None,
+        })
     }
 
     fn conjuncts(&self) -> Vec<&Predicate> {

@@ -107,11 +107,30 @@ impl Timestamp {
     /// `2022-11-07T17:07:42.025Z`: milliseconds, truncated, as Elastic's pipelines write them.
     pub fn write_iso_millis(self, out: &mut String) {
         let (y, mo, d, h, mi, s, n) = self.parts();
-        let _ = write!(
-            out,
-            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-            n / 1_000_000
-        );
+        if !(0..=9999).contains(&y) {
+            let _ = write!(
+                out,
+                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+                n / 1_000_000
+            );
+            return;
+        }
+        // Formatting machinery costs more than the rest of a timestamp; digits are pushed directly.
+        let mut buf = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(5, 2, mo);
+        put(8, 2, d);
+        put(11, 2, h);
+        put(14, 2, mi);
+        put(17, 2, s);
+        put(20, 3, n / 1_000_000);
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
     }
 
     pub fn iso_millis(self) -> String {

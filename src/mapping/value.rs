@@ -224,9 +224,9 @@ impl Step {
             "join" => Step::Join(sep(arg)?),
             "lookup" => {
                 let id = arg.ok_or("`lookup` needs a table id, as in `lookup:severity`")?;
-                Step::Lookup(
-                    table(id).ok_or_else(|| format!("no lookup table `{id}` in this file"))?,
-                )
+                Step::Lookup(table(id).ok_or_else(|| {
+                    format!("no lookup table `{id}` in this family or the sets it includes")
+                })?)
             }
             _ => {
                 return Err(format!(
@@ -277,25 +277,11 @@ impl Step {
                 other => other,
             })),
             Step::Split(sep) => Ok(match v {
-                Val::Str(s) => {
-                    let items: Vec<Val> = s
-                        .split(sep.as_str())
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(|p| Val::Str(Cow::Owned(p.to_string())))
-                        .collect();
-                    (!items.is_empty()).then_some(Val::List(items))
-                }
+                Val::Str(s) => pieces(s, Some(sep)),
                 other => Some(other),
             }),
             Step::Args => Ok(match v {
-                Val::Str(s) => {
-                    let items: Vec<Val> = s
-                        .split_whitespace()
-                        .map(|p| Val::Str(Cow::Owned(p.to_string())))
-                        .collect();
-                    (!items.is_empty()).then_some(Val::List(items))
-                }
+                Val::Str(s) => pieces(s, None),
                 other => Some(other),
             }),
             _ => match v {
@@ -432,6 +418,32 @@ impl Step {
             | Step::Args => v,
         }))
     }
+}
+
+/// Splits a string into list items (on `sep`, trimmed, or on whitespace), borrowing from the
+/// record when the string does.
+fn pieces<'a>(s: Cow<'a, str>, sep: Option<&str>) -> Option<Val<'a>> {
+    fn split<'t>(t: &'t str, sep: Option<&str>) -> Vec<&'t str> {
+        match sep {
+            Some(sep) => t
+                .split(sep)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect(),
+            None => t.split_whitespace().collect(),
+        }
+    }
+    let items: Vec<Val<'a>> = match s {
+        Cow::Borrowed(b) => split(b, sep)
+            .into_iter()
+            .map(|p| Val::Str(Cow::Borrowed(p)))
+            .collect(),
+        Cow::Owned(o) => split(&o, sep)
+            .into_iter()
+            .map(|p| Val::Str(Cow::Owned(p.to_string())))
+            .collect(),
+    };
+    (!items.is_empty()).then_some(Val::List(items))
 }
 
 fn map_str<'a>(v: Val<'a>, f: impl FnOnce(&str) -> Option<String>) -> Val<'a> {
