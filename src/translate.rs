@@ -96,11 +96,18 @@ impl Translator {
             }
         }
         counts.conversion_errors += ev.errors.len() as u64;
-        let key = ev.family.map_or_else(
-            || format!("({}) {}", ev.outcome.label(), ev.category),
-            |f| f.name.clone(),
-        );
-        *counts.by_family.entry(key).or_default() += 1;
+        match ev.family {
+            Some(f) => match counts.by_family.get_mut(f.name.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.by_family.insert(f.name.clone(), 1);
+                }
+            },
+            None => {
+                let key = format!("({}) {}", ev.outcome.label(), ev.category);
+                *counts.by_family.entry(key).or_default() += 1;
+            }
+        }
         for f in formats {
             match f {
                 Format::Leef => render_leef(&ev, &self.render, out),

@@ -32,13 +32,84 @@ pub struct EcsPlan {
     layout: Option<Layout>,
 }
 
-/// Slots numbered in the order the writer visits them, so that a subtree's slots form one range
-/// and an empty subtree is skipped in O(1) instead of being walked.
-#[derive(Debug, Clone)]
+/// Computed by [`EcsPlan::finish`]: the order in which slots are written (a depth-first walk of
+/// the sorted tree) and the objects that enclose each slot, so that a document is written by
+/// visiting only the filled slots.
+#[derive(Debug, Clone, Default)]
 struct Layout {
     position_of_slot: Vec<u32>,
-    /// Per node: its slots' positions `lo..hi`, and whether it or a descendant has a dynamic place.
-    range: Vec<(u32, u32, bool)>,
+    leaf_of_slot: Vec<u32>,
+    /// Enclosing objects of each slot, outermost first, the root left out.
+    chain_of_slot: Vec<Box<[u32]>>,
+    /// Per dynamic place: its object node, and that node's chain including itself.
+    dynamic_node: Vec<u32>,
+    chain_of_dynamic: Vec<Box<[u32]>>,
+    /// Per node: the positions of its slots, `lo..hi`.
+    range: Vec<(u32, u32)>,
+}
+
+/// The ECS values of one record, by slot. Sparse: a family plan has hundreds of slots (the vendor
+/// column dictionary) but a record fills a few dozen.
+#[derive(Debug, Clone)]
+pub struct EcsValues<'a> {
+    index: Vec<u32>,
+    vals: Vec<(u32, Val<'a>)>,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl<'a> EcsValues<'a> {
+    pub fn new(slots: usize) -> Self {
+        EcsValues { index: vec![EMPTY; slots], vals: Vec::with_capacity(64) }
+    }
+
+    pub fn get(&self, slot: usize) -> Option<&Val<'a>> {
+        match self.index.get(slot) {
+            Some(&i) if i != EMPTY => self.vals.get(i as usize).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn is_set(&self, slot: usize) -> bool {
+        self.index.get(slot).is_some_and(|&i| i != EMPTY)
+    }
+
+    /// Sets the slot, replacing any value.
+    pub fn set(&mut self, slot: usize, v: Val<'a>) {
+        let Some(&i) = self.index.get(slot) else { return };
+        if i == EMPTY {
+            self.index[slot] = self.vals.len() as u32;
+            self.vals.push((slot as u32, v));
+        } else {
+            self.vals[i as usize].1 = v;
+        }
+    }
+
+    /// Adds `v` (or its items) to the list in the slot, keeping the first of equal values.
+    pub fn append(&mut self, slot: usize, v: &Val<'a>) {
+        let Some(&i) = self.index.get(slot) else { return };
+        let at = if i == EMPTY {
+            self.index[slot] = self.vals.len() as u32;
+            self.vals.push((slot as u32, Val::List(Vec::new())));
+            self.vals.len() - 1
+        } else {
+            i as usize
+        };
+        let Val::List(list) = &mut self.vals[at].1 else { return };
+        let items: &[Val] = match v {
+            Val::List(items) => items,
+            one => std::slice::from_ref(one),
+        };
+        for item in items {
+            if !list.contains(item) {
+                list.push(item.clone());
+            }
+        }
+    }
+
+    fn filled(&self) -> impl Iterator<Item = (usize, &Val<'a>)> {
+        self.vals.iter().map(|(s, v)| (*s as usize, v))
+    }
 }
 
 impl Default for EcsPlan {
@@ -174,126 +245,138 @@ impl EcsPlan {
         id
     }
 
-    /// Fixes the writing order once every slot is known; later `slot` calls undo it.
+    /// Fixes the writing order once every slot is known; adding a slot later undoes it.
     pub fn finish(&mut self) {
         let mut layout = Layout {
             position_of_slot: vec![0; self.slots],
-            range: vec![(0, 0, false); self.nodes.len()],
+            leaf_of_slot: vec![0; self.slots],
+            chain_of_slot: vec![Box::default(); self.slots],
+            dynamic_node: vec![0; self.dynamics],
+            chain_of_dynamic: vec![Box::default(); self.dynamics],
+            range: vec![(0, 0); self.nodes.len()],
         };
         let mut next = 0u32;
-        self.number(0, &mut next, &mut layout);
+        let mut chain = Vec::new();
+        self.number(0, &mut next, &mut chain, &mut layout);
         self.layout = Some(layout);
     }
 
-    fn number(&self, node: usize, next: &mut u32, layout: &mut Layout) {
+    fn number(&self, node: usize, next: &mut u32, chain: &mut Vec<u32>, layout: &mut Layout) {
         let lo = *next;
-        let mut dynamic_below = false;
         match &self.nodes[node].kind {
             NodeKind::Leaf(slot) => {
                 layout.position_of_slot[*slot] = *next;
+                layout.leaf_of_slot[*slot] = node as u32;
+                layout.chain_of_slot[*slot] = chain.clone().into_boxed_slice();
                 *next += 1;
             }
             NodeKind::Object { children, dynamic } => {
-                dynamic_below = dynamic.is_some();
+                if node != 0 {
+                    chain.push(node as u32);
+                }
+                if let Some(d) = dynamic {
+                    layout.dynamic_node[*d] = node as u32;
+                    layout.chain_of_dynamic[*d] = chain.clone().into_boxed_slice();
+                }
                 for &c in children {
-                    self.number(c, next, layout);
-                    dynamic_below |= layout.range[c].2;
+                    self.number(c, next, chain, layout);
+                }
+                if node != 0 {
+                    chain.pop();
                 }
             }
         }
-        layout.range[node] = (lo, *next, dynamic_below);
+        layout.range[node] = (lo, *next);
     }
 
-    /// Writes one document. `dynamics[d]` must be sorted by key.
-    pub fn write(&self, slots: &[Option<Val>], dynamics: &[Vec<(String, Val)>], out: &mut Vec<u8>) {
-        let filled = self.layout.as_ref().map(|l| {
-            let mut marks = vec![0u32; self.slots + 1];
-            for (slot, v) in slots.iter().enumerate() {
-                if v.is_some() {
-                    marks[l.position_of_slot[slot] as usize + 1] = 1;
-                }
+    /// Writes one document: the filled slots in plan order, and the dynamic entries (each
+    /// `dynamics[d]` sorted by key) merged by key among the static members of their object.
+    pub fn write(&self, values: &EcsValues, dynamics: &[Vec<(String, Val)>], out: &mut Vec<u8>) {
+        let computed;
+        let layout = match &self.layout {
+            Some(l) => l,
+            None => {
+                let mut plan = self.clone();
+                plan.finish();
+                computed = plan.layout.unwrap_or_default();
+                &computed
             }
-            for i in 1..marks.len() {
-                marks[i] += marks[i - 1];
-            }
-            marks
-        });
-        self.write_object(0, slots, dynamics, filled.as_deref(), out);
-    }
-
-    fn write_object(
-        &self,
-        node: usize,
-        slots: &[Option<Val>],
-        dynamics: &[Vec<(String, Val)>],
-        filled: Option<&[u32]>,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        let NodeKind::Object { children, dynamic } = &self.nodes[node].kind else {
-            return false;
         };
-        let extra: &[(String, Val)] = dynamic
-            .and_then(|d| dynamics.get(d))
-            .map_or(&[], Vec::as_slice);
-        out.push(b'{');
-        let mut wrote = false;
-        let mut e = 0;
-        for &c in children {
-            let child = &self.nodes[c];
-            while e < extra.len() && extra[e].0.as_str() < child.key.as_str() {
-                write_member(&extra[e].0, &extra[e].1, &mut wrote, out);
-                e += 1;
-            }
-            if e < extra.len() && extra[e].0 == child.key {
-                e += 1;
-            }
-            match child.kind {
-                NodeKind::Leaf(slot) => {
-                    if let Some(Some(v)) = slots.get(slot) {
-                        if wrote {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(&child.member);
-                        write_val(v, out);
-                        wrote = true;
-                    }
+        // Sort key: position, then dynamic entries before the static member at that position,
+        // then arrival order (dynamic lists are sorted by key already). Packed in one integer.
+        let mut items: Vec<(u64, Item)> = values
+            .filled()
+            .map(|(slot, v)| ((u64::from(layout.position_of_slot[slot]) << 33) | (1 << 32), Item::Slot(slot, v)))
+            .collect();
+        let mut seq = 0u64;
+        for (d, entries) in dynamics.iter().enumerate() {
+            let Some(&node) = layout.dynamic_node.get(d) else { continue };
+            let NodeKind::Object { children, .. } = &self.nodes[node as usize].kind else { continue };
+            for (k, v) in entries {
+                let at = children.partition_point(|&c| self.nodes[c].key.as_str() < k.as_str());
+                if children.get(at).is_some_and(|&c| self.nodes[c].key == *k) {
+                    continue;
                 }
-                NodeKind::Object { .. } => {
-                    if let (Some(l), Some(f)) = (&self.layout, filled) {
-                        let (lo, hi, dynamic_below) = l.range[c];
-                        if !dynamic_below && f[hi as usize] == f[lo as usize] {
-                            continue;
-                        }
-                    }
-                    let mark = out.len();
-                    if wrote {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(&child.member);
-                    if self.write_object(c, slots, dynamics, filled, out) {
-                        wrote = true;
-                    } else {
-                        out.truncate(mark);
-                    }
+                let pos = children.get(at).map_or(layout.range[node as usize].1, |&c| layout.range[c].0);
+                items.push(((u64::from(pos) << 33) | seq, Item::Dynamic(d, k, v)));
+                seq += 1;
+            }
+        }
+        items.sort_unstable_by_key(|(key, _)| *key);
+
+        out.push(b'{');
+        let mut open: Vec<u32> = Vec::with_capacity(8);
+        let mut first: Vec<bool> = vec![true];
+        for (_, item) in &items {
+            let chain: &[u32] = match item {
+                Item::Slot(slot, _) => &layout.chain_of_slot[*slot],
+                Item::Dynamic(d, _, _) => &layout.chain_of_dynamic[*d],
+            };
+            let common = open.iter().zip(chain).take_while(|(a, b)| a == b).count();
+            while open.len() > common {
+                open.pop();
+                first.pop();
+                out.push(b'}');
+            }
+            for &node in &chain[common..] {
+                separate(&mut first, out);
+                out.extend_from_slice(&self.nodes[node as usize].member);
+                out.push(b'{');
+                open.push(node);
+                first.push(true);
+            }
+            separate(&mut first, out);
+            match item {
+                Item::Slot(slot, v) => {
+                    out.extend_from_slice(&self.nodes[layout.leaf_of_slot[*slot] as usize].member);
+                    write_val(v, out);
+                }
+                Item::Dynamic(_, k, v) => {
+                    write_str(k, out);
+                    out.push(b':');
+                    write_val(v, out);
                 }
             }
         }
-        for (k, v) in &extra[e..] {
-            write_member(k, v, &mut wrote, out);
+        for _ in open {
+            out.push(b'}');
         }
         out.push(b'}');
-        wrote
     }
 }
 
-fn write_member(key: &str, v: &Val, wrote: &mut bool, out: &mut Vec<u8>) {
-    if *wrote {
-        out.push(b',');
+enum Item<'v, 'a> {
+    Slot(usize, &'v Val<'a>),
+    Dynamic(usize, &'v str, &'v Val<'a>),
+}
+
+fn separate(first: &mut [bool], out: &mut Vec<u8>) {
+    if let Some(f) = first.last_mut() {
+        if !*f {
+            out.push(b',');
+        }
+        *f = false;
     }
-    write_str(key, out);
-    out.push(b':');
-    write_val(v, out);
-    *wrote = true;
 }
 
 /// One value as JSON.
@@ -344,13 +427,41 @@ const NEEDS_ESCAPE: [bool; 256] = {
     t
 };
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// True when some byte of `w` is below `n` (n <= 128), or equals one of `eq` (SWAR).
+#[inline]
+pub fn word_has(w: u64, below: u8, eq: &[u8]) -> bool {
+    let mut hit = w.wrapping_sub(ONES * u64::from(below)) & !w;
+    for &b in eq {
+        let x = w ^ (ONES * u64::from(b));
+        hit |= x.wrapping_sub(ONES) & !x;
+    }
+    hit & HIGHS != 0
+}
+
+/// Index of the first byte at or after `from` for which `special` holds, skipping clean
+/// 8-byte words at a time.
+#[inline]
+pub fn next_special(b: &[u8], mut from: usize, below: u8, eq: &[u8], special: impl Fn(u8) -> bool) -> Option<usize> {
+    while from + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[from..from + 8]);
+        if word_has(u64::from_le_bytes(w), below, eq) {
+            break;
+        }
+        from += 8;
+    }
+    b[from..].iter().position(|&c| special(c)).map(|i| from + i)
+}
+
 /// A JSON string literal; unescaped runs are copied whole.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut start = 0;
-    while let Some(off) = b[start..].iter().position(|&c| NEEDS_ESCAPE[c as usize]) {
-        let i = start + off;
+    while let Some(i) = next_special(b, start, 0x20, b"\"\\\\", |c| NEEDS_ESCAPE[c as usize]) {
         out.extend_from_slice(&b[start..i]);
         match b[i] {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -395,11 +506,12 @@ mod tests {
         );
         assert!(plan.slot("process").is_err());
         assert!(plan.slot("process.pid.x").is_err());
-        let mut slots = vec![None; plan.slot_count()];
-        slots[name] = Some(s("a\"b\n"));
-        slots[pid] = Some(Val::Int(4));
-        slots[ts] = Some(s("t"));
-        slots[known] = Some(Val::Bool(true));
+        plan.finish();
+        let mut slots = EcsValues::new(plan.slot_count());
+        slots.set(known, Val::Bool(true));
+        slots.set(name, s("a\"b\n"));
+        slots.set(pid, Val::Int(4));
+        slots.set(ts, s("t"));
         let _ = user;
         let dynamics = [vec![
             ("aaa".to_string(), Val::Int(1)),

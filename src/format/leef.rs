@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 
+use crate::format::ecs::next_special;
 use crate::mapping::value::Val;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,23 +133,19 @@ fn write_value(v: &Val, delim: u8, out: &mut Vec<u8>) {
 /// Escapes one value; unescaped runs are copied whole.
 pub fn escape(s: &str, delim: u8, out: &mut Vec<u8>) {
     let b = s.as_bytes();
+    let special = |c: u8| c < 0x20 || c == 0x7f || c == b'\\' || c == delim;
     let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let named: &[u8] = match c {
-            b'\\' => b"\\\\",
-            b'\t' => b"\\t",
-            b'\r' => b"\\r",
-            b'\n' => b"\\n",
-            c if c < 0x20 || c == 0x7f || c == delim => {
-                out.extend_from_slice(&b[start..i]);
-                let _ = write!(out, "\\x{c:02x}");
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    while let Some(i) = next_special(b, start, 0x20, &[0x7f, b'\\', delim], special) {
         out.extend_from_slice(&b[start..i]);
-        out.extend_from_slice(named);
+        match b[i] {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            c => {
+                let _ = write!(out, "\\x{c:02x}");
+            }
+        }
         start = i + 1;
     }
     out.extend_from_slice(&b[start..]);

@@ -35,22 +35,5 @@ pub fn render_leef(ev: &MappedEvent, opts: &RenderOptions, out: &mut Vec<u8>) {
 
 /// Appends the ECS JSON document (no line terminator).
 pub fn render_ecs(ev: &MappedEvent, out: &mut Vec<u8>) {
-    if ev.errors.is_empty() {
-        ev.plan.write(&ev.ecs, &ev.ecs_dynamic, out);
-        return;
-    }
-    // Conversion errors are rare: an `error.message` list is added to a copy of the slots.
-    let mut plan = ev.plan.clone();
-    let mut ecs = ev.ecs.clone();
-    if let Ok(slot) = plan.slot("error.message") {
-        ecs.resize(plan.slot_count(), None);
-        plan.finish();
-        ecs[slot] = Some(Val::List(
-            ev.errors
-                .iter()
-                .map(|e| Val::Str(Cow::Borrowed(e.as_str())))
-                .collect(),
-        ));
-    }
-    plan.write(&ecs, &ev.ecs_dynamic, out);
+    ev.plan.write(&ev.ecs, &ev.ecs_dynamic, out);
 }

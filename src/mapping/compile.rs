@@ -303,6 +303,7 @@ pub fn compile_family(
     let category_slot = fixed_slot("event.category", &mut ctx);
     let type_slot = fixed_slot("event.type", &mut ctx);
     let original_slot = fixed_slot("event.original", &mut ctx);
+    let error_slot = fixed_slot("error.message", &mut ctx);
     b.plan.finish();
     if !ctx.diags.is_empty() {
         return Err(ctx.diags);
@@ -338,6 +339,7 @@ pub fn compile_family(
         category_slot,
         type_slot,
         original_slot,
+        error_slot,
     })
 }
 

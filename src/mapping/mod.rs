@@ -17,7 +17,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::event::{RawRecord, SourceKind};
-use crate::format::ecs::EcsPlan;
+use crate::format::ecs::{EcsPlan, EcsValues};
 use compile::{Diagnostic, SourceFile};
 pub use family::{EventDef, Family};
 use path::JsonCache;
@@ -67,7 +67,7 @@ pub struct MappedEvent<'a> {
     /// LEEF attributes after `cat` and `devTime`, keys unique, in mapping order.
     pub leef: Vec<(&'a str, Val<'a>)>,
     /// ECS values by plan slot.
-    pub ecs: Vec<Option<Val<'a>>>,
+    pub ecs: EcsValues<'a>,
     /// ECS keys known only per record, by dynamic place, sorted.
     pub ecs_dynamic: Vec<Vec<(String, Val<'a>)>>,
     /// Conversions that failed; the fields were left out.
@@ -314,13 +314,15 @@ impl MappingSet {
         };
         let time = family::any_time(&rec.payload);
         let original = rec.payload.to_string();
-        let mut ecs = vec![None; g.plan.slot_count()];
-        ecs[g.timestamp] = time.map(Val::Time);
-        ecs[g.ecs_version] = Some(Val::Str(Cow::Borrowed(compile::ECS_VERSION)));
-        ecs[g.error] = Some(Val::Str(Cow::Owned(reason.clone())));
-        ecs[g.kind] = Some(Val::Str(Cow::Borrowed("pipeline_error")));
-        ecs[g.code] = Some(Val::Str(category.clone()));
-        ecs[g.original] = Some(Val::Str(Cow::Owned(original.clone())));
+        let mut ecs = EcsValues::new(g.plan.slot_count());
+        if let Some(t) = time {
+            ecs.set(g.timestamp, Val::Time(t));
+        }
+        ecs.set(g.ecs_version, Val::Str(Cow::Borrowed(compile::ECS_VERSION)));
+        ecs.set(g.error, Val::Str(Cow::Owned(reason.clone())));
+        ecs.set(g.kind, Val::Str(Cow::Borrowed("pipeline_error")));
+        ecs.set(g.code, Val::Str(category.clone()));
+        ecs.set(g.original, Val::Str(Cow::Owned(original.clone())));
         let leef = vec![
             ("sev", Val::Int(5)),
             ("reason", Val::Str(Cow::Owned(reason))),

@@ -458,6 +458,34 @@ fn map_str<'a>(v: Val<'a>, f: impl FnOnce(&str) -> Option<String>) -> Val<'a> {
 
 /// `InitiatingProcessId` -> `initiating_process_id`; `SHA1` -> `sha1`; `ISP` -> `isp`.
 pub fn snake_case(s: &str) -> String {
+    if !s.is_ascii() {
+        return snake_case_chars(s);
+    }
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len() + 6);
+    for (i, &c) in b.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = i.checked_sub(1).map(|j| b[j]);
+            let next = b.get(i + 1).copied();
+            let boundary = match prev {
+                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                _ => false,
+            };
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(char::from(c.to_ascii_lowercase()));
+        } else if matches!(c, b'-' | b' ' | b'.') {
+            out.push('_');
+        } else {
+            out.push(char::from(c));
+        }
+    }
+    datetime_suffix(out)
+}
+
+fn snake_case_chars(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
@@ -479,11 +507,16 @@ pub fn snake_case(s: &str) -> String {
             out.push(c);
         }
     }
-    // Graph's `createdDateTime` is `created_datetime` in Elastic's layout, not `created_date_time`.
+    datetime_suffix(out)
+}
+
+/// Graph's `createdDateTime` is `created_datetime` in Elastic's layout, not `created_date_time`.
+fn datetime_suffix(out: String) -> String {
     if out.contains("_date_time") {
-        out = out.replace("_date_time", "_datetime");
+        out.replace("_date_time", "_datetime")
+    } else {
+        out
     }
-    out
 }
 
 fn snake_keys(v: &Value) -> Value {
@@ -628,6 +661,7 @@ mod tests {
         assert_eq!(snake_case("IPAddress"), "ip_address");
         assert_eq!(snake_case("mdeDeviceId"), "mde_device_id");
         assert_eq!(snake_case("createdDateTime"), "created_datetime");
+        assert_eq!(snake_case("ÄrgerÜber"), "ärger_über");
         assert_eq!(
             run(Step::Basename, s(r"C:\a\b.exe")).unwrap(),
             Some(s("b.exe"))
