@@ -24,7 +24,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `BENCH_RECORDS` and `BENCH_ROUNDS` shrink the run, e.g. for instruction counts under
 /// `valgrind --tool=callgrind` (repeatable on this noisy machine, unlike wall time).
 fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Share of each family in a tenant's Defender volume (Streaming API events dominate; alerts
@@ -50,13 +53,20 @@ fn records_by_family() -> Vec<(String, Vec<String>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for case in find_cases(&root.join("fixtures")).expect("fixtures") {
-        let family = case.parent().and_then(Path::file_name).map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let family = case
+            .parent()
+            .and_then(Path::file_name)
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if family == "unmapped" {
             continue;
         }
         let text = std::fs::read_to_string(&case).expect("fixture");
         let mut lines = Vec::new();
-        decode_text(&text, &Arc::from("bench"), None, |r| lines.push(r.payload.to_string())).expect("decodes");
+        decode_text(&text, &Arc::from("bench"), None, |r| {
+            lines.push(r.payload.to_string())
+        })
+        .expect("decodes");
         match out.iter_mut().find(|(f, _)| *f == family) {
             Some((_, l)) => l.extend(lines),
             None => out.push((family, lines)),
@@ -75,7 +85,11 @@ fn corpus(realistic: bool) -> Vec<String> {
     }
     let mut wheel: Vec<&String> = Vec::new();
     for (family, weight) in REALISTIC_MIX {
-        let lines = &families.iter().find(|(f, _)| f == family).expect("family has fixtures").1;
+        let lines = &families
+            .iter()
+            .find(|(f, _)| f == family)
+            .expect("family has fixtures")
+            .1;
         for i in 0..*weight {
             wheel.push(&lines[i % lines.len()]);
         }
@@ -98,7 +112,11 @@ fn measure(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let translator = Translator::new(MappingSet::embedded().expect("mappings"), MapOptions::default(), Default::default());
+    let translator = Translator::new(
+        MappingSet::embedded().expect("mappings"),
+        MapOptions::default(),
+        Default::default(),
+    );
     for (name, realistic) in [("realistic mix", true), ("uniform over fixtures", false)] {
         run(name, &corpus(realistic), &translator);
     }
@@ -116,7 +134,9 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
     let report = |name: &str, secs: f64, reference: Option<f64>| {
         let rps = lines.len() as f64 / secs;
         let mbps = bytes as f64 / secs / 1e6;
-        let ratio = reference.map(|r| format!("  ({:.2}x the parse-only time)", secs / r)).unwrap_or_default();
+        let ratio = reference
+            .map(|r| format!("  ({:.2}x the parse-only time)", secs / r))
+            .unwrap_or_default();
         println!("{name:<40} {rps:>10.0} records/s {mbps:>8.1} MB/s{ratio}");
     };
 
@@ -128,7 +148,10 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
     report("serde_json::Value parse (reference)", parse, None);
 
     for (name, formats) in [
-        ("translate: decode+map+LEEF+ECS", &[Format::Leef, Format::Ecs][..]),
+        (
+            "translate: decode+map+LEEF+ECS",
+            &[Format::Leef, Format::Ecs][..],
+        ),
         ("translate: decode+map+LEEF", &[Format::Leef][..]),
         ("translate: decode+map+ECS", &[Format::Ecs][..]),
     ] {
@@ -137,7 +160,10 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
         let mut cache = JsonCache::default();
         let secs = measure(|| {
             for l in lines {
-                decode_text(black_box(l), &origin, None, |r| translator.record(&r, formats, &mut cache, &mut out, &mut counts)).expect("decodes");
+                decode_text(black_box(l), &origin, None, |r| {
+                    translator.record(&r, formats, &mut cache, &mut out, &mut counts)
+                })
+                .expect("decodes");
                 black_box(&out);
                 out.clear();
             }

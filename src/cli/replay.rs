@@ -226,19 +226,23 @@ pub fn run_replay(a: ReplayArgs) -> Result<ExitCode> {
     let cases = find_cases(&a.dir)?;
     let (problems, results) = compare_all(&t, &cases, a.bless)?;
     let records: u64 = results.iter().map(|r| r.counts.total()).sum();
-    for p in &problems {
+    Ok(report(
+        &problems,
+        format!("replay: {} cases, {records} records", cases.len()),
+    ))
+}
+
+/// Prints the problems and the summary line; exit 1 when there are problems.
+fn report(problems: &[String], summary: String) -> ExitCode {
+    for p in problems {
         eprintln!("{p}");
     }
-    eprintln!(
-        "replay: {} cases, {records} records, {} problem(s)",
-        cases.len(),
-        problems.len()
-    );
-    Ok(if problems.is_empty() {
+    eprintln!("{summary}, {} problem(s)", problems.len());
+    if problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 /// Replay without writing, plus coverage: every family has a case, every case maps fully
@@ -255,20 +259,12 @@ pub fn run_check(a: CheckArgs) -> Result<ExitCode> {
     let cases = find_cases(&a.dir)?;
     let (mut problems, results) = compare_all(&t, &cases, false)?;
     problems.extend(coverage(&t.mappings, &results));
-    for p in &problems {
-        eprintln!("{p}");
-    }
-    eprintln!(
-        "check: {} families, {} cases, {} problem(s)",
+    let summary = format!(
+        "check: {} families, {} cases",
         t.mappings.families().len(),
-        cases.len(),
-        problems.len()
+        cases.len()
     );
-    Ok(if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(report(&problems, summary))
 }
 
 fn coverage(set: &MappingSet, results: &[CaseResult]) -> Vec<String> {

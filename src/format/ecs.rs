@@ -60,7 +60,10 @@ const EMPTY: u32 = u32::MAX;
 
 impl<'a> EcsValues<'a> {
     pub fn new(slots: usize) -> Self {
-        EcsValues { index: vec![EMPTY; slots], vals: Vec::with_capacity(64) }
+        EcsValues {
+            index: vec![EMPTY; slots],
+            vals: Vec::with_capacity(64),
+        }
     }
 
     pub fn get(&self, slot: usize) -> Option<&Val<'a>> {
@@ -76,7 +79,9 @@ impl<'a> EcsValues<'a> {
 
     /// Sets the slot, replacing any value.
     pub fn set(&mut self, slot: usize, v: Val<'a>) {
-        let Some(&i) = self.index.get(slot) else { return };
+        let Some(&i) = self.index.get(slot) else {
+            return;
+        };
         if i == EMPTY {
             self.index[slot] = self.vals.len() as u32;
             self.vals.push((slot as u32, v));
@@ -87,7 +92,9 @@ impl<'a> EcsValues<'a> {
 
     /// Adds `v` (or its items) to the list in the slot, keeping the first of equal values.
     pub fn append(&mut self, slot: usize, v: &Val<'a>) {
-        let Some(&i) = self.index.get(slot) else { return };
+        let Some(&i) = self.index.get(slot) else {
+            return;
+        };
         let at = if i == EMPTY {
             self.index[slot] = self.vals.len() as u32;
             self.vals.push((slot as u32, Val::List(Vec::new())));
@@ -95,7 +102,9 @@ impl<'a> EcsValues<'a> {
         } else {
             i as usize
         };
-        let Val::List(list) = &mut self.vals[at].1 else { return };
+        let Val::List(list) = &mut self.vals[at].1 else {
+            return;
+        };
         let items: &[Val] = match v {
             Val::List(items) => items,
             one => std::slice::from_ref(one),
@@ -306,18 +315,29 @@ impl EcsPlan {
         // then arrival order (dynamic lists are sorted by key already). Packed in one integer.
         let mut items: Vec<(u64, Item)> = values
             .filled()
-            .map(|(slot, v)| ((u64::from(layout.position_of_slot[slot]) << 33) | (1 << 32), Item::Slot(slot, v)))
+            .map(|(slot, v)| {
+                (
+                    (u64::from(layout.position_of_slot[slot]) << 33) | (1 << 32),
+                    Item::Slot(slot, v),
+                )
+            })
             .collect();
         let mut seq = 0u64;
         for (d, entries) in dynamics.iter().enumerate() {
-            let Some(&node) = layout.dynamic_node.get(d) else { continue };
-            let NodeKind::Object { children, .. } = &self.nodes[node as usize].kind else { continue };
+            let Some(&node) = layout.dynamic_node.get(d) else {
+                continue;
+            };
+            let NodeKind::Object { children, .. } = &self.nodes[node as usize].kind else {
+                continue;
+            };
             for (k, v) in entries {
                 let at = children.partition_point(|&c| self.nodes[c].key.as_str() < k.as_str());
                 if children.get(at).is_some_and(|&c| self.nodes[c].key == *k) {
                     continue;
                 }
-                let pos = children.get(at).map_or(layout.range[node as usize].1, |&c| layout.range[c].0);
+                let pos = children
+                    .get(at)
+                    .map_or(layout.range[node as usize].1, |&c| layout.range[c].0);
                 items.push(((u64::from(pos) << 33) | seq, Item::Dynamic(d, k, v)));
                 seq += 1;
             }
@@ -444,7 +464,13 @@ pub fn word_has(w: u64, below: u8, eq: &[u8]) -> bool {
 /// Index of the first byte at or after `from` for which `special` holds, skipping clean
 /// 8-byte words at a time.
 #[inline]
-pub fn next_special(b: &[u8], mut from: usize, below: u8, eq: &[u8], special: impl Fn(u8) -> bool) -> Option<usize> {
+pub fn next_special(
+    b: &[u8],
+    mut from: usize,
+    below: u8,
+    eq: &[u8],
+    special: impl Fn(u8) -> bool,
+) -> Option<usize> {
     while from + 8 <= b.len() {
         let mut w = [0u8; 8];
         w.copy_from_slice(&b[from..from + 8]);

@@ -387,7 +387,10 @@ impl Family {
             }
         }
         ecs.set(self.timestamp_slot, Val::Time(time));
-        ecs.set(self.ecs_version_slot, Val::Str(Cow::Borrowed(super::compile::ECS_VERSION)));
+        ecs.set(
+            self.ecs_version_slot,
+            Val::Str(Cow::Borrowed(super::compile::ECS_VERSION)),
+        );
         if opts.include_original {
             ecs.set(self.original_slot, Val::Str(Cow::Owned(rec.to_string())));
         }
@@ -422,7 +425,10 @@ impl Family {
             d.dedup_by(|b, a| a.0 == b.0);
         }
         if !errors.is_empty() {
-            let list = errors.iter().map(|e| Val::Str(Cow::Owned(e.clone()))).collect();
+            let list = errors
+                .iter()
+                .map(|e| Val::Str(Cow::Owned(e.clone())))
+                .collect();
             ecs.set(self.error_slot, Val::List(list));
         }
         Ok(MappedEvent {

@@ -3,7 +3,9 @@
 //! reading the mapping files at load, no clock.
 
 pub mod compile;
+mod event_map;
 pub mod family;
+mod fields;
 pub mod path;
 pub mod predicate;
 pub mod time;
@@ -225,9 +227,9 @@ impl MappingSet {
                 }),
             }
         }
-        let (sets, set_diags) = compile::field_sets(&files);
+        let (sets, set_diags) = compile::named_sets(&files, "field-set");
         diags.extend(set_diags);
-        let (columns, column_diags) = compile::column_sets(&files);
+        let (columns, column_diags) = compile::named_sets(&files, "column-set");
         diags.extend(column_diags);
         let mut families: Vec<Family> = Vec::new();
         for f in files.iter().filter(|f| f.root.name == "dsm-mapping") {

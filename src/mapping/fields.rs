@@ -1,0 +1,346 @@
+//! `<field>`, `<group>`, `<include>` and `<carry>`: compiling a family's field rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use super::compile::{bool_attr, compile_when, one_line, Ctx, FieldSets, RESERVED_LEEF};
+use super::family::{Carry, Rule, Source};
+use super::path::Path;
+use super::predicate::Predicate;
+use super::value::{LookupTable, Step};
+use super::xml::{Element, Pos};
+use crate::format::ecs::EcsPlan;
+
+pub(super) struct Builder {
+    pub(super) plan: EcsPlan,
+    pub(super) tables: HashMap<String, Arc<LookupTable>>,
+    pub(super) rules: Vec<Rule>,
+    /// LEEF key -> whether the rule that writes it is conditional.
+    pub(super) leef_seen: HashMap<String, (bool, Pos)>,
+    pub(super) leef_index: HashMap<String, usize>,
+}
+
+const FIELD_ATTRS: &[&str] = &[
+    "path", "value", "regex", "capture", "convert", "default", "leef", "ecs", "append", "required",
+];
+
+impl Builder {
+    pub(super) fn header_rule(&mut self, ctx: &mut Ctx, el: &Element) -> Option<Rule> {
+        ctx.allow(
+            el,
+            &["path", "value", "regex", "capture", "convert", "default"],
+        );
+        let mut rule = self.rule(ctx, el, None)?;
+        if el.name == "device-time" && !rule.steps.iter().any(|s| matches!(s, Step::Timestamp)) {
+            rule.steps.push(Step::Timestamp);
+        }
+        Some(rule)
+    }
+
+    pub(super) fn body_element(
+        &mut self,
+        ctx: &mut Ctx,
+        el: &Element,
+        sets: &FieldSets,
+        when: Option<&Predicate>,
+        stack: &mut Vec<String>,
+    ) {
+        match el.name.as_str() {
+            "field" => {
+                ctx.allow(el, FIELD_ATTRS);
+                let own = el.children.iter().find(|c| c.name == "when");
+                let cond = match (when, own.map(|w| compile_when(ctx, w))) {
+                    (Some(outer), Some(Some(inner))) => {
+                        Some(Predicate::All(vec![outer.clone(), inner]))
+                    }
+                    (Some(outer), _) => Some(outer.clone()),
+                    (None, Some(inner)) => inner,
+                    (None, None) => None,
+                };
+                for c in el.children.iter().filter(|c| c.name != "when") {
+                    ctx.err(c, c.pos, "a <field> holds only a <when>");
+                }
+                if let Some(rule) = self.rule(ctx, el, cond) {
+                    self.rules.push(rule);
+                }
+            }
+            "group" => {
+                ctx.allow(el, &[]);
+                let own = el
+                    .children
+                    .iter()
+                    .find(|c| c.name == "when")
+                    .and_then(|w| compile_when(ctx, w));
+                let cond = match (when, own) {
+                    (Some(outer), Some(inner)) => Some(Predicate::All(vec![outer.clone(), inner])),
+                    (Some(outer), None) => Some(outer.clone()),
+                    (None, inner) => inner,
+                };
+                for c in el.children.iter().filter(|c| c.name != "when") {
+                    self.body_element(ctx, c, sets, cond.as_ref(), stack);
+                }
+            }
+            "include" => {
+                ctx.allow(el, &["set"]);
+                let Some(id) = ctx.required(el, "set") else {
+                    return;
+                };
+                let Some((set_file, set)) = sets.get(id) else {
+                    ctx.err(
+                        el,
+                        el.pos,
+                        format!("no <field-set id=\"{id}\"> in the mapping directory"),
+                    );
+                    return;
+                };
+                if stack.iter().any(|s| s == id) {
+                    ctx.err(el, el.pos, format!("field set `{id}` includes itself"));
+                    return;
+                }
+                stack.push(id.to_string());
+                let mut inner = Ctx {
+                    file: set_file,
+                    diags: Vec::new(),
+                };
+                for c in &set.children {
+                    if c.name != "lookup-table" {
+                        self.body_element(&mut inner, c, sets, when, stack);
+                    }
+                }
+                ctx.diags.extend(inner.diags);
+                stack.pop();
+            }
+            "when" | "lookup-table" | "event-map" => {}
+            other => ctx.err(
+                el,
+                el.pos,
+                format!("unknown element <{other}> (expected <field>, <group> or <include>)"),
+            ),
+        }
+    }
+
+    fn rule(&mut self, ctx: &mut Ctx, el: &Element, when: Option<Predicate>) -> Option<Rule> {
+        let mut sources = Vec::new();
+        if let Some(a) = el.attr("path") {
+            for alt in a.value.split('|') {
+                match Path::parse(alt.trim()) {
+                    Ok(p) => sources.push(Source::Path(p)),
+                    Err(e) => ctx.err(el, a.pos, format!("bad path `{}`: {e}", alt.trim())),
+                }
+            }
+        }
+        if let Some(v) = el.get("value") {
+            if el.attr("path").is_some() {
+                ctx.err(
+                    el,
+                    el.pos,
+                    "`path` and `value` exclude each other (use `default` for a fallback)",
+                );
+            }
+            sources.push(Source::Const(v.to_string()));
+        }
+        if sources.is_empty() && el.attr("path").is_none() {
+            ctx.err(el, el.pos, "needs `path` or `value`");
+            return None;
+        }
+        let regex = match el.attr("regex") {
+            None => None,
+            Some(a) => match Regex::new(&a.value) {
+                Err(e) => {
+                    ctx.err(
+                        el,
+                        a.pos,
+                        format!("bad regex: {}", one_line(&e.to_string())),
+                    );
+                    None
+                }
+                Ok(re) => {
+                    let group = match el.get("capture") {
+                        None => Some(usize::from(re.captures_len() > 1)),
+                        Some(name) => match name.parse::<usize>() {
+                            Ok(n) if n < re.captures_len() => Some(n),
+                            Ok(_) => None,
+                            Err(_) => re.capture_names().position(|c| c == Some(name)),
+                        },
+                    };
+                    match group {
+                        Some(g) => Some((re, g)),
+                        None => {
+                            let pos = el.attr("capture").map_or(a.pos, |c| c.pos);
+                            ctx.err(el, pos, "`capture` names no group of the regex");
+                            None
+                        }
+                    }
+                }
+            },
+        };
+        if el.attr("capture").is_some() && el.attr("regex").is_none() {
+            ctx.err(el, el.pos, "`capture` goes with `regex`");
+        }
+        let mut steps = Vec::new();
+        if let Some(a) = el.attr("convert") {
+            for word in a.value.split_whitespace() {
+                match Step::parse(word, |id| self.tables.get(id).cloned()) {
+                    Ok(s) => steps.push(s),
+                    Err(e) => ctx.err(el, a.pos, e),
+                }
+            }
+        }
+        let required = bool_attr(ctx, el, "required");
+        let mut rule = Rule {
+            sources,
+            regex,
+            steps,
+            default: el.get("default").map(String::from),
+            when,
+            required,
+            leef: None,
+            ecs: Vec::new(),
+            append: Vec::new(),
+            what: el
+                .get("path")
+                .or(el.get("value"))
+                .unwrap_or_default()
+                .to_string(),
+            file: ctx.file.to_string(),
+            pos: el.pos,
+        };
+        if let Some(a) = el.attr("leef") {
+            let key = a.value.as_str();
+            if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                ctx.err(
+                    el,
+                    a.pos,
+                    format!("LEEF key `{key}` may hold only A-Z, a-z, 0-9 and _"),
+                );
+            } else if RESERVED_LEEF.contains(&key) {
+                ctx.err(el, a.pos, format!("LEEF key `{key}` is written by the engine (from <event-category>/<device-time>)"));
+            } else {
+                let conditional = rule.when.is_some();
+                if let Some((prev_cond, prev_pos)) = self.leef_seen.get(key) {
+                    if !conditional && !prev_cond {
+                        ctx.err(el, a.pos, format!(
+                            "LEEF key `{key}` is already written at line {}; give alternatives as path=\"a|b\" or put them under <when>",
+                            prev_pos.line
+                        ));
+                    }
+                }
+                self.leef_seen
+                    .insert(key.to_string(), (conditional, el.pos));
+                let next = self.leef_index.len();
+                let index = *self.leef_index.entry(key.to_string()).or_insert(next);
+                rule.leef = Some((key.to_string(), index));
+            }
+        }
+        for (attr, into_append) in [("ecs", false), ("append", true)] {
+            if let Some(a) = el.attr(attr) {
+                for path in a.value.split_whitespace() {
+                    match self.plan.slot(path) {
+                        Ok(slot) if into_append => rule.append.push(slot),
+                        Ok(slot) => rule.ecs.push(slot),
+                        Err(e) => ctx.err(el, a.pos, e),
+                    }
+                }
+            }
+        }
+        Some(rule)
+    }
+
+    pub(super) fn carry(
+        &mut self,
+        ctx: &mut Ctx,
+        el: &Element,
+        column_sets: &FieldSets,
+    ) -> Option<CompiledCarry> {
+        ctx.allow(el, &["path", "ecs", "columns", "leef"]);
+        ctx.required(el, "path")?;
+        let path = ctx.path(el, "path")?;
+        let prefix = el.get("ecs");
+        let dynamic = prefix.and_then(|p| match self.plan.dynamic(p) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                ctx.err(el, el.pos, e);
+                None
+            }
+        });
+        let mut columns = Vec::new();
+        let mut names: Vec<(String, usize)> = Vec::new();
+        if let Some(id) = el.get("columns") {
+            let Some(prefix) = prefix else {
+                ctx.err(
+                    el,
+                    el.pos,
+                    "`columns` names where columns go under `ecs`, so it needs `ecs`",
+                );
+                return None;
+            };
+            let Some((set_file, set)) = column_sets.get(id) else {
+                ctx.err(
+                    el,
+                    el.pos,
+                    format!("no <column-set id=\"{id}\"> in the mapping directory"),
+                );
+                return None;
+            };
+            let mut inner = Ctx {
+                file: set_file,
+                diags: Vec::new(),
+            };
+            for c in &set.children {
+                if c.name != "column" {
+                    inner.err(
+                        c,
+                        c.pos,
+                        "a <column-set> holds only <column name=\"..\" ecs=\"..\"/>",
+                    );
+                    continue;
+                }
+                inner.allow(c, &["name", "ecs", "convert"]);
+                let (Some(name), Some(target)) =
+                    (inner.required(c, "name"), inner.required(c, "ecs"))
+                else {
+                    continue;
+                };
+                let mut steps = Vec::new();
+                if let Some(a) = c.attr("convert") {
+                    for word in a.value.split_whitespace() {
+                        match Step::parse(word, |id| self.tables.get(id).cloned()) {
+                            Ok(st) => steps.push(st),
+                            Err(e) => inner.err(c, a.pos, e),
+                        }
+                    }
+                }
+                match self.plan.slot(&format!("{prefix}.{target}")) {
+                    Ok(slot) => {
+                        if names.iter().any(|(n, _)| n == name) {
+                            inner.err(c, c.pos, format!("column `{name}` is listed twice"));
+                        } else {
+                            names.push((name.to_string(), columns.len()));
+                            columns.push((slot, steps));
+                        }
+                    }
+                    Err(e) => inner.err(c, c.pos, e),
+                }
+            }
+            ctx.diags.extend(inner.diags);
+        }
+        let leef = bool_attr(ctx, el, "leef");
+        Some(CompiledCarry {
+            carry: Carry {
+                path,
+                dynamic,
+                columns,
+                leef,
+            },
+            names,
+        })
+    }
+}
+
+/// A `<carry>` and the names of its dictionary columns (which go into the member index).
+pub(super) struct CompiledCarry {
+    pub(super) carry: Carry,
+    pub(super) names: Vec<(String, usize)>,
+}
