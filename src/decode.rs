@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use crate::json::Json;
 
 use crate::event::{Position, RawRecord, SourceKind};
 
@@ -23,13 +25,13 @@ pub struct DecodeError {
 /// Decodes every document in `text`, calling `emit` for each record in order. Records of the
 /// documents before a malformed one are emitted before the error is returned, so nothing already
 /// read is lost.
-pub fn decode_text(
-    text: &str,
+pub fn decode_text<'t>(
+    text: &'t str,
     origin: &Arc<str>,
     forced: Option<SourceKind>,
-    mut emit: impl FnMut(RawRecord),
+    mut emit: impl FnMut(RawRecord<'t>),
 ) -> Result<usize, DecodeError> {
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Json<'t>>();
     let mut count = 0;
     loop {
         let start = skip_ws(text, stream.byte_offset());
@@ -77,17 +79,17 @@ fn memchr_count(b: &[u8]) -> usize {
 }
 
 /// Splits one document into items; returns how many it emitted.
-pub fn split_document(
-    doc: Value,
+pub fn split_document<'t>(
+    doc: Json<'t>,
     forced: Option<SourceKind>,
-    mut emit: impl FnMut(usize, Option<SourceKind>, Value),
+    mut emit: impl FnMut(usize, Option<SourceKind>, Json<'t>),
 ) -> usize {
     let (items, envelope_kind) = match doc {
-        Value::Object(mut obj) => match envelope_list(&mut obj) {
+        Json::Object(mut obj) => match envelope_list(&mut obj) {
             Some((items, kind)) => (items, kind),
-            None => (vec![Value::Object(obj)], None),
+            None => (vec![Json::Object(obj)], None),
         },
-        Value::Array(items) => (items, None),
+        Json::Array(items) => (items, None),
         other => (vec![other], None),
     };
     let n = items.len();
@@ -100,10 +102,15 @@ pub fn split_document(
 
 /// `{"records":[...]}` (Event Hubs) or `{"value":[...]}` (Graph / MDE list page), with any other
 /// envelope keys (`@odata.context`, `@odata.nextLink`) ignored.
-fn envelope_list(obj: &mut Map<String, Value>) -> Option<(Vec<Value>, Option<SourceKind>)> {
+type Members<'t> = Vec<(Cow<'t, str>, Json<'t>)>;
+
+fn envelope_list<'t>(obj: &mut Members<'t>) -> Option<(Vec<Json<'t>>, Option<SourceKind>)> {
     for (key, kind) in [("records", Some(SourceKind::EventHub)), ("value", None)] {
-        if matches!(obj.get(key), Some(Value::Array(_))) && !looks_like_item(obj) {
-            if let Some(Value::Array(items)) = obj.remove(key) {
+        let at = obj
+            .iter()
+            .position(|(k, v)| k == key && matches!(v, Json::Array(_)));
+        if let (Some(at), false) = (at, looks_like_item(obj)) {
+            if let (_, Json::Array(items)) = obj.swap_remove(at) {
                 return Some((items, kind));
             }
         }
@@ -111,15 +118,16 @@ fn envelope_list(obj: &mut Map<String, Value>) -> Option<(Vec<Value>, Option<Sou
     None
 }
 
-fn looks_like_item(obj: &Map<String, Value>) -> bool {
-    obj.contains_key("category") || obj.contains_key("id") || obj.contains_key("AlertId")
+fn looks_like_item(obj: &Members) -> bool {
+    obj.iter()
+        .any(|(k, _)| k == "category" || k == "id" || k == "AlertId")
 }
 
 /// The source kind an item's shape shows, if any.
-pub fn detect(item: &Value) -> Option<SourceKind> {
+pub fn detect(item: &Json) -> Option<SourceKind> {
     let obj = item.as_object()?;
-    let has = |k: &str| obj.contains_key(k);
-    let str_of = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or("");
+    let has = |k: &str| obj.iter().any(|(name, _)| name == k);
+    let str_of = |k: &str| item.get(k).and_then(Json::as_str).unwrap_or("");
     let odata = str_of("@odata.type");
     if str_of("category").starts_with("AdvancedHunting-")
         || (has("properties") && has("category") && has("tenantId"))
@@ -148,7 +156,7 @@ pub fn detect(item: &Value) -> Option<SourceKind> {
 mod tests {
     use super::*;
 
-    fn decode(text: &str, forced: Option<SourceKind>) -> Result<Vec<RawRecord>, DecodeError> {
+    fn decode(text: &str, forced: Option<SourceKind>) -> Result<Vec<RawRecord<'_>>, DecodeError> {
         let mut out = Vec::new();
         decode_text(text, &Arc::from("t.json"), forced, |r| out.push(r))?;
         Ok(out)

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use serde_json::Value;
+use crate::json::Json;
 
 /// Which Microsoft API a record came from (the CLI's `--source KIND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,11 +84,11 @@ impl fmt::Display for Position {
     }
 }
 
-/// One record as an input received it, before mapping.
+/// One record as an input received it, before mapping; its strings borrow from the input.
 #[derive(Debug, Clone)]
-pub struct RawRecord {
+pub struct RawRecord<'a> {
     /// `None` when the shape matched no known API (it is then emitted as an unmapped event).
     pub source: Option<SourceKind>,
     pub position: Position,
-    pub payload: Value,
+    pub payload: Json<'a>,
 }

@@ -19,5 +19,6 @@ pub mod cli;
 pub mod decode;
 pub mod event;
 pub mod format;
+pub mod json;
 pub mod mapping;
 pub mod translate;

@@ -418,9 +418,7 @@ pub fn write_val(v: &Val, out: &mut Vec<u8>) {
             t.write_iso_millis(&mut s);
             write_str(&s, out);
         }
-        Val::Json(j) => {
-            let _ = serde_json::to_writer(&mut *out, j.as_ref());
-        }
+        Val::Json(j) => j.write(out),
         Val::List(items) => {
             out.push(b'[');
             for (i, x) in items.iter().enumerate() {

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use regex::Regex;
-use serde_json::Value;
 
 use super::path::{JsonCache, Path};
 use super::predicate::Predicate;
@@ -15,6 +14,7 @@ use super::xml::Pos;
 use super::{MapOptions, MappedEvent, Outcome};
 use crate::event::SourceKind;
 use crate::format::ecs::{EcsPlan, EcsValues};
+use crate::json::Json;
 
 /// Which records a family claims.
 #[derive(Debug)]
@@ -127,8 +127,8 @@ enum Eval<'a> {
 impl Rule {
     fn eval<'a>(
         &'a self,
-        rec: &'a Value,
-        args: &[Option<&'a Value>],
+        rec: &'a Json<'a>,
+        args: &[Option<&'a Json<'a>>],
         cache: &mut JsonCache,
         errors: &mut Vec<String>,
     ) -> Eval<'a> {
@@ -191,8 +191,8 @@ impl Rule {
 
     fn value<'a>(
         &'a self,
-        rec: &'a Value,
-        args: &[Option<&'a Value>],
+        rec: &'a Json<'a>,
+        args: &[Option<&'a Json<'a>>],
         cache: &mut JsonCache,
         errors: &mut Vec<String>,
     ) -> Option<Val<'a>> {
@@ -270,7 +270,7 @@ pub struct Family {
 }
 
 impl Family {
-    pub fn claims(&self, kind: SourceKind, rec: &Value, cache: &mut JsonCache) -> bool {
+    pub fn claims<'a>(&self, kind: SourceKind, rec: &'a Json<'a>, cache: &mut JsonCache) -> bool {
         self.selector.takes(kind) && self.selector.predicate.eval(rec, cache)
     }
 
@@ -279,27 +279,27 @@ impl Family {
     pub fn map<'a>(
         &'a self,
         source: SourceKind,
-        rec: &'a Value,
+        rec: &'a Json<'a>,
         opts: &MapOptions,
         cache: &mut JsonCache,
     ) -> Result<MappedEvent<'a>, String> {
         cache.clear();
         let mut errors = Vec::new();
-        let mut args: Vec<Option<&'a Value>> = vec![None; self.members.args];
-        let mut carried: Vec<(&'a str, &'a Value, Option<usize>)> = Vec::new();
-        if let Some(Value::Object(obj)) = self.carry.as_ref().and_then(|c| c.path.node(rec)) {
+        let mut args: Vec<Option<&'a Json<'a>>> = vec![None; self.members.args];
+        let mut carried: Vec<(&'a str, &'a Json<'a>, Option<usize>)> = Vec::new();
+        if let Some(Json::Object(obj)) = self.carry.as_ref().and_then(|c| c.path.node(rec)) {
             carried.reserve(obj.len());
             for (k, v) in obj {
                 let m = self
                     .members
                     .keys
-                    .get(k.as_str())
+                    .get(k.as_ref())
                     .copied()
                     .unwrap_or_default();
                 if let Some(a) = m.arg {
                     args[a] = Some(v);
                 }
-                carried.push((k.as_str(), v, m.column));
+                carried.push((k.as_ref(), v, m.column));
             }
         }
         let time = match self.device_time.value(rec, &args, cache, &mut errors) {
@@ -471,7 +471,7 @@ fn convert_column<'a>(
 }
 
 /// Timestamps of a record whatever its shape, for the generic event.
-pub fn any_time(rec: &Value) -> Option<Timestamp> {
+pub fn any_time(rec: &Json) -> Option<Timestamp> {
     const CANDIDATES: &[&[&str]] = &[
         &["properties", "Timestamp"],
         &["time"],

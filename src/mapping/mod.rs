@@ -16,10 +16,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde_json::Value;
-
 use crate::event::{RawRecord, SourceKind};
 use crate::format::ecs::{EcsPlan, EcsValues};
+use crate::json::Json;
 use compile::{Diagnostic, SourceFile};
 pub use family::{EventDef, Family};
 use path::JsonCache;
@@ -255,10 +254,15 @@ impl MappingSet {
     }
 
     /// The family that claims a record: a specific one first, then its source's fallback.
-    pub fn select(&self, kind: SourceKind, rec: &Value, cache: &mut JsonCache) -> Option<&Family> {
+    pub fn select<'a>(
+        &self,
+        kind: SourceKind,
+        rec: &'a Json<'a>,
+        cache: &mut JsonCache,
+    ) -> Option<&Family> {
         let specific = rec
             .get("category")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .and_then(|c| self.dispatch.by_category.get(c))
             .map_or(&[][..], Vec::as_slice);
         let candidates = specific.iter().chain(&self.dispatch.rest);
@@ -275,7 +279,7 @@ impl MappingSet {
     /// Maps one record. Never fails: unmapped and failed records become generic events.
     pub fn map<'a>(
         &'a self,
-        rec: &'a RawRecord,
+        rec: &'a RawRecord<'a>,
         opts: &MapOptions,
         cache: &mut JsonCache,
     ) -> MappedEvent<'a> {
@@ -287,7 +291,7 @@ impl MappingSet {
             );
         };
         let Some(family) = self.select(kind, &rec.payload, cache) else {
-            let what = match rec.payload.get("category").and_then(Value::as_str) {
+            let what = match rec.payload.get("category").and_then(Json::as_str) {
                 Some(c) => format!("no mapping family claims {kind} records of category `{c}`"),
                 None => format!("no mapping family claims this {kind} record"),
             };
@@ -304,13 +308,13 @@ impl MappingSet {
 
     /// The event for a record no family could map: EventID and `cat` are the record's category
     /// (or its source kind), the raw record travels along so nothing is lost.
-    fn generic<'a>(&'a self, rec: &'a RawRecord, outcome: Outcome) -> MappedEvent<'a> {
+    fn generic<'a>(&'a self, rec: &'a RawRecord<'a>, outcome: Outcome) -> MappedEvent<'a> {
         let g = &self.generic;
         let reason = match &outcome {
             Outcome::Unmapped(r) | Outcome::Failed(r) => r.clone(),
             Outcome::Mapped => String::new(),
         };
-        let category: Cow<'a, str> = match rec.payload.get("category").and_then(Value::as_str) {
+        let category: Cow<'a, str> = match rec.payload.get("category").and_then(Json::as_str) {
             Some(c) if !c.is_empty() => Cow::Borrowed(c),
             _ => Cow::Borrowed(rec.source.map_or("unknown", SourceKind::as_str)),
         };

@@ -5,7 +5,7 @@
 //! inside it (AdditionalFields and the other JSON-in-string columns). Each such string is parsed
 //! once per record, whatever the number of paths that go through it.
 
-use serde_json::Value;
+use crate::json::Json;
 
 use super::value::Val;
 
@@ -25,7 +25,7 @@ pub struct Path {
 /// JSON parsed out of strings while resolving one record's paths.
 #[derive(Default)]
 pub struct JsonCache {
-    entries: Vec<(usize, Option<Value>)>,
+    entries: Vec<(usize, Option<Json<'static>>)>,
 }
 
 impl JsonCache {
@@ -33,12 +33,12 @@ impl JsonCache {
         self.entries.clear();
     }
 
-    fn parsed(&mut self, s: &String) -> Option<&Value> {
-        let key = s as *const String as usize;
+    fn parsed(&mut self, s: &str) -> Option<&Json<'static>> {
+        let key = s.as_ptr() as usize;
         let at = match self.entries.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                self.entries.push((key, serde_json::from_str(s).ok()));
+                self.entries.push((key, Json::parse_owned(s)));
                 self.entries.len() - 1
             }
         };
@@ -152,12 +152,12 @@ impl Path {
     }
 
     /// The node itself, when the path goes through plain JSON (no JSON-in-string, no `[*]`).
-    pub fn node<'a>(&self, root: &'a Value) -> Option<&'a Value> {
+    pub fn node<'a, 'j>(&self, root: &'a Json<'j>) -> Option<&'a Json<'j>> {
         let mut cur = root;
         for seg in &self.segs {
             cur = match (seg, cur) {
-                (Seg::Key(k), Value::Object(o)) => o.get(k)?,
-                (Seg::Index(n), Value::Array(a)) => a.get(*n)?,
+                (Seg::Key(k), Json::Object(o)) => member(o, k)?,
+                (Seg::Index(n), Json::Array(a)) => a.get(*n)?,
                 _ => return None,
             };
         }
@@ -165,7 +165,7 @@ impl Path {
     }
 
     /// The value at this path; absent for missing, `null` and `""`.
-    pub fn resolve<'a>(&self, root: &'a Value, cache: &mut JsonCache) -> Option<Val<'a>> {
+    pub fn resolve<'a>(&self, root: &'a Json<'a>, cache: &mut JsonCache) -> Option<Val<'a>> {
         if !self.segs.contains(&Seg::All) {
             return walk_one(root, &self.segs, cache);
         }
@@ -183,12 +183,19 @@ impl Path {
 }
 
 /// A path without `[*]`: at most one value, found without collecting.
-fn walk_one<'a>(mut cur: &'a Value, segs: &[Seg], cache: &mut JsonCache) -> Option<Val<'a>> {
+fn member<'a, 'j>(
+    o: &'a [(std::borrow::Cow<'j, str>, Json<'j>)],
+    key: &str,
+) -> Option<&'a Json<'j>> {
+    o.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn walk_one<'a>(mut cur: &'a Json<'a>, segs: &[Seg], cache: &mut JsonCache) -> Option<Val<'a>> {
     for (i, seg) in segs.iter().enumerate() {
         cur = match (seg, cur) {
-            (Seg::Key(k), Value::Object(o)) => o.get(k)?,
-            (Seg::Index(n), Value::Array(a)) => a.get(*n)?,
-            (_, Value::String(s)) => {
+            (Seg::Key(k), Json::Object(o)) => member(o, k)?,
+            (Seg::Index(n), Json::Array(a)) => a.get(*n)?,
+            (_, Json::Str(s)) => {
                 let inner = cache.parsed(s)?;
                 return walk_one(inner, &segs[i..], &mut JsonCache::default()).map(Val::into_owned);
             }
@@ -198,28 +205,28 @@ fn walk_one<'a>(mut cur: &'a Value, segs: &[Seg], cache: &mut JsonCache) -> Opti
     Val::from_json(cur)
 }
 
-fn walk<'a>(cur: &'a Value, segs: &[Seg], cache: &mut JsonCache, out: &mut Vec<Val<'a>>) {
+fn walk<'a>(cur: &'a Json<'a>, segs: &[Seg], cache: &mut JsonCache, out: &mut Vec<Val<'a>>) {
     let Some((seg, rest)) = segs.split_first() else {
         out.extend(Val::from_json(cur));
         return;
     };
     match (seg, cur) {
-        (Seg::Key(k), Value::Object(o)) => {
-            if let Some(next) = o.get(k) {
+        (Seg::Key(k), Json::Object(o)) => {
+            if let Some(next) = member(o, k) {
                 walk(next, rest, cache, out);
             }
         }
-        (Seg::Index(n), Value::Array(a)) => {
+        (Seg::Index(n), Json::Array(a)) => {
             if let Some(next) = a.get(*n) {
                 walk(next, rest, cache, out);
             }
         }
-        (Seg::All, Value::Array(a)) => {
+        (Seg::All, Json::Array(a)) => {
             for next in a {
                 walk(next, rest, cache, out);
             }
         }
-        (_, Value::String(s)) => {
+        (_, Json::Str(s)) => {
             if let Some(inner) = cache.parsed(s) {
                 let mut owned = Vec::new();
                 walk(inner, segs, &mut JsonCache::default(), &mut owned);
@@ -235,9 +242,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn get(path: &str, v: &Value) -> Option<String> {
+    fn get(path: &str, v: &serde_json::Value) -> Option<String> {
+        let text = v.to_string();
+        let v = Json::parse(&text).unwrap();
         let p = Path::parse(path).unwrap();
-        p.resolve(v, &mut JsonCache::default())
+        p.resolve(&v, &mut JsonCache::default())
             .map(|x| x.to_text().into_owned())
     }
 

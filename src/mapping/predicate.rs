@@ -1,8 +1,8 @@
 //! Conditions over a record: which records a family claims (`<select>`) and when a field or
 //! group applies (`<when>`).
 
+use crate::json::Json;
 use regex::Regex;
-use serde_json::Value;
 
 use super::path::{JsonCache, Path};
 
@@ -21,7 +21,7 @@ pub enum Predicate {
 }
 
 impl Predicate {
-    pub fn eval(&self, rec: &Value, cache: &mut JsonCache) -> bool {
+    pub fn eval<'a>(&self, rec: &'a Json<'a>, cache: &mut JsonCache) -> bool {
         let text = |p: &Path, cache: &mut JsonCache| -> Option<String> {
             p.resolve(rec, cache).map(|v| v.to_text().into_owned())
         };
@@ -72,8 +72,8 @@ impl Predicate {
 }
 
 /// Fast path: a plain string at a plain path, compared without building a value.
-fn str_at<'a>(p: &Path, rec: &'a Value) -> Option<&'a str> {
-    p.node(rec).and_then(Value::as_str)
+fn str_at<'a>(p: &Path, rec: &'a Json) -> Option<&'a str> {
+    p.node(rec).and_then(Json::as_str)
 }
 
 fn values_of(p: &Predicate) -> Option<(&Path, Vec<&str>)> {
@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn evaluation() {
-        let rec = json!({"category": "AdvancedHunting-DeviceInfo", "n": 3, "p": {"A": "{\"d\":\"Out\"}"}});
+        let text = json!({"category": "AdvancedHunting-DeviceInfo", "n": 3, "p": {"A": "{\"d\":\"Out\"}"}}).to_string();
+        let rec = Json::parse(&text).unwrap();
         let mut c = JsonCache::default();
         assert!(
             Predicate::Equals(p("category"), "AdvancedHunting-DeviceInfo".into())

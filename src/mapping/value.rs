@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde_json::Value;
+use crate::json::Json;
 
 use super::time::Timestamp;
 
@@ -20,42 +20,64 @@ pub enum Val<'a> {
     Bool(bool),
     Time(Timestamp),
     /// Objects (and arrays of objects) carried as JSON.
-    Json(Cow<'a, Value>),
+    Json(JsonVal<'a>),
     List(Vec<Val<'a>>),
 }
 
+/// A JSON object or array inside a value: borrowed from the record, or parsed by the engine.
+/// (Not a `Cow`: `Cow<Json>` would make `Val` invariant in its lifetime.)
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonVal<'a> {
+    Borrowed(&'a Json<'a>),
+    Owned(Json<'static>),
+}
+
+impl<'a> std::ops::Deref for JsonVal<'a> {
+    type Target = Json<'a>;
+    fn deref(&self) -> &Json<'a> {
+        match self {
+            JsonVal::Borrowed(j) => j,
+            JsonVal::Owned(j) => j,
+        }
+    }
+}
+
 impl<'a> Val<'a> {
-    /// The value of a JSON node; `null`, `""` and `[]` are absent.
-    pub fn from_json(v: &'a Value) -> Option<Val<'a>> {
+    /// The value of a JSON node; `null`, `""`, `[]` and `{}` are absent.
+    pub fn from_json(v: &'a Json<'a>) -> Option<Val<'a>> {
         match v {
-            Value::Null => None,
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(Val::Str(Cow::Borrowed(s))),
-            Value::Bool(b) => Some(Val::Bool(*b)),
-            Value::Number(n) => Some(number(n)),
-            Value::Array(a) if a.is_empty() => None,
-            Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+            Json::Null => None,
+            Json::Str(s) if s.is_empty() => None,
+            Json::Str(s) => Some(Val::Str(Cow::Borrowed(s.as_ref()))),
+            Json::Bool(b) => Some(Val::Bool(*b)),
+            Json::Int(i) => Some(Val::Int(*i)),
+            Json::UInt(u) => Some(Val::UInt(*u)),
+            Json::Float(f) => Some(Val::Float(*f)),
+            Json::Array(a) if a.is_empty() => None,
+            Json::Array(a) if a.iter().all(is_scalar) => {
                 let items: Vec<_> = a.iter().filter_map(Val::from_json).collect();
                 (!items.is_empty()).then_some(Val::List(items))
             }
-            Value::Object(o) if o.is_empty() => None,
-            other => Some(Val::Json(Cow::Borrowed(other))),
+            Json::Object(o) if o.is_empty() => None,
+            other => Some(Val::Json(JsonVal::Borrowed(other))),
         }
     }
 
     /// Same as [`Val::from_json`] for a value the engine owns (JSON parsed out of a string).
-    pub fn from_owned_json(v: Value) -> Option<Val<'static>> {
+    pub fn from_owned_json(v: Json<'static>) -> Option<Val<'static>> {
         match v {
-            Value::String(s) if !s.is_empty() => Some(Val::Str(Cow::Owned(s))),
-            Value::Array(a)
-                if !a.is_empty() && a.iter().all(|x| !x.is_object() && !x.is_array()) =>
-            {
+            Json::Str(s) if !s.is_empty() => Some(Val::Str(s)),
+            Json::Array(a) if !a.is_empty() && a.iter().all(is_scalar) => {
                 let items: Vec<_> = a.into_iter().filter_map(Val::from_owned_json).collect();
                 (!items.is_empty()).then_some(Val::List(items))
             }
-            Value::Object(ref o) if !o.is_empty() => Some(Val::Json(Cow::Owned(v))),
-            Value::Array(ref a) if !a.is_empty() => Some(Val::Json(Cow::Owned(v))),
-            other => Val::from_json(&other).map(Val::into_owned),
+            Json::Object(ref o) if !o.is_empty() => Some(Val::Json(JsonVal::Owned(v))),
+            Json::Array(ref a) if !a.is_empty() => Some(Val::Json(JsonVal::Owned(v))),
+            Json::Bool(b) => Some(Val::Bool(b)),
+            Json::Int(i) => Some(Val::Int(i)),
+            Json::UInt(u) => Some(Val::UInt(u)),
+            Json::Float(f) => Some(Val::Float(f)),
+            _ => None,
         }
     }
 
@@ -67,7 +89,7 @@ impl<'a> Val<'a> {
             Val::Float(f) => Val::Float(f),
             Val::Bool(b) => Val::Bool(b),
             Val::Time(t) => Val::Time(t),
-            Val::Json(j) => Val::Json(Cow::Owned(j.into_owned())),
+            Val::Json(j) => Val::Json(JsonVal::Owned((*j).clone().into_owned())),
             Val::List(l) => Val::List(l.into_iter().map(Val::into_owned).collect()),
         }
     }
@@ -97,14 +119,8 @@ impl<'a> Val<'a> {
     }
 }
 
-fn number(n: &serde_json::Number) -> Val<'static> {
-    if let Some(i) = n.as_i64() {
-        Val::Int(i)
-    } else if let Some(u) = n.as_u64() {
-        Val::UInt(u)
-    } else {
-        Val::Float(n.as_f64().unwrap_or(0.0))
-    }
+fn is_scalar(x: &Json) -> bool {
+    !matches!(x, Json::Object(_) | Json::Array(_))
 }
 
 /// A lookup table from a mapping file.
@@ -247,8 +263,8 @@ impl Step {
             }))),
             Step::First => Ok(match v {
                 Val::List(l) => l.into_iter().next(),
-                Val::Json(Cow::Borrowed(Value::Array(a))) => a.first().and_then(Val::from_json),
-                Val::Json(Cow::Owned(Value::Array(a))) => {
+                Val::Json(JsonVal::Borrowed(Json::Array(a))) => a.first().and_then(Val::from_json),
+                Val::Json(JsonVal::Owned(Json::Array(a))) => {
                     a.into_iter().next().and_then(Val::from_owned_json)
                 }
                 other => Some(other),
@@ -379,14 +395,14 @@ impl Step {
                 trimmed
             }
             Step::Json => match v {
-                Val::Str(ref s) => match serde_json::from_str::<Value>(s) {
-                    Ok(parsed) => return Ok(Val::from_owned_json(parsed)),
-                    Err(_) => v,
+                Val::Str(ref s) => match Json::parse_owned(s) {
+                    Some(parsed) => return Ok(Val::from_owned_json(parsed)),
+                    None => v,
                 },
                 other => other,
             },
             Step::SnakeKeys => match v {
-                Val::Json(j) => Val::Json(Cow::Owned(snake_keys(&j))),
+                Val::Json(j) => Val::Json(JsonVal::Owned(snake_keys(&j))),
                 other => other,
             },
             Step::Basename => map_str(v, |s| s.rfind(['\\', '/']).map(|i| s[i + 1..].to_string())),
@@ -400,7 +416,7 @@ impl Step {
             },
             Step::Url => match v {
                 Val::Str(ref s) => match url_parts(s) {
-                    Some(obj) => Val::Json(Cow::Owned(obj)),
+                    Some(obj) => Val::Json(JsonVal::Owned(obj)),
                     None => return Err(format!("`{s}` is not a URL")),
                 },
                 other => other,
@@ -519,21 +535,21 @@ fn datetime_suffix(out: String) -> String {
     }
 }
 
-fn snake_keys(v: &Value) -> Value {
+fn snake_keys(v: &Json) -> Json<'static> {
     match v {
-        Value::Object(o) => Value::Object(
+        Json::Object(o) => Json::Object(
             o.iter()
                 .filter(|(k, _)| !k.starts_with("@odata"))
-                .map(|(k, x)| (snake_case(k), snake_keys(x)))
+                .map(|(k, x)| (Cow::Owned(snake_case(k)), snake_keys(x)))
                 .collect(),
         ),
-        Value::Array(a) => Value::Array(a.iter().map(snake_keys).collect()),
-        other => other.clone(),
+        Json::Array(a) => Json::Array(a.iter().map(snake_keys).collect()),
+        other => other.clone().into_owned(),
     }
 }
 
 /// Splits a URL into the ECS `url.*` parts (original, scheme, domain, port, path, query, fragment).
-fn url_parts(s: &str) -> Option<Value> {
+fn url_parts(s: &str) -> Option<Json<'static>> {
     let (scheme, rest) = s.split_once("://")?;
     if scheme.is_empty()
         || !scheme
@@ -562,26 +578,31 @@ fn url_parts(s: &str) -> Option<Value> {
         },
         _ => (host_port, None),
     };
-    let mut obj = serde_json::Map::new();
-    obj.insert("original".into(), Value::String(s.to_string()));
-    obj.insert("scheme".into(), Value::String(scheme.to_string()));
+    let text = |x: &str| Json::Str(Cow::Owned(x.to_string()));
+    let mut members: Vec<(Cow<'static, str>, Json<'static>)> = Vec::with_capacity(7);
+    let mut put = |k: &'static str, v: Json<'static>| members.push((Cow::Borrowed(k), v));
+    put("original", text(s));
+    put("scheme", text(scheme));
     if !domain.is_empty() {
-        let d = domain.trim_start_matches('[').trim_end_matches(']');
-        obj.insert("domain".into(), Value::String(d.to_string()));
+        put(
+            "domain",
+            text(domain.trim_start_matches('[').trim_end_matches(']')),
+        );
     }
     if let Some(p) = port {
-        obj.insert("port".into(), Value::from(p));
+        put("port", Json::Int(i64::from(p)));
     }
     if !path.is_empty() {
-        obj.insert("path".into(), Value::String(path.to_string()));
+        put("path", text(path));
     }
     if let Some(q) = query.filter(|q| !q.is_empty()) {
-        obj.insert("query".into(), Value::String(q.to_string()));
+        put("query", text(q));
     }
     if let Some(f) = fragment.filter(|f| !f.is_empty()) {
-        obj.insert("fragment".into(), Value::String(f.to_string()));
+        put("fragment", text(f));
     }
-    Some(Value::Object(obj))
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(Json::Object(members))
 }
 
 impl Val<'_> {
@@ -605,10 +626,10 @@ mod tests {
     #[test]
     fn null_empty_and_empty_array_are_absent() {
         for v in [
-            Value::Null,
-            Value::from(""),
-            serde_json::json!([]),
-            serde_json::json!({}),
+            Json::Null,
+            Json::Str(Cow::Borrowed("")),
+            Json::Array(vec![]),
+            Json::Object(vec![]),
         ] {
             assert!(Val::from_json(&v).is_none(), "{v}");
         }
@@ -674,9 +695,9 @@ mod tests {
             .unwrap()
             .unwrap();
         let Val::Json(j) = url else { panic!() };
-        assert_eq!(j["domain"], "h.example");
-        assert_eq!(j["port"], 8443);
-        assert_eq!(j["path"], "/a/b");
-        assert_eq!(j["query"], "x=1");
+        assert_eq!(j.get("domain").and_then(Json::as_str), Some("h.example"));
+        assert_eq!(j.get("port"), Some(&Json::Int(8443)));
+        assert_eq!(j.get("path").and_then(Json::as_str), Some("/a/b"));
+        assert_eq!(j.get("query").and_then(Json::as_str), Some("x=1"));
     }
 }
