@@ -194,6 +194,21 @@ fn ecs_original_only_when_asked() {
 }
 
 #[test]
+fn vendor_duplicates_of_core_fields_only_on_request() {
+    let record = r#"{"category":"AdvancedHunting-DeviceLogonEvents","tenantId":"t","properties":{"Timestamp":"2026-01-02T03:04:05Z","ActionType":"LogonFailed","AccountName":"a.chen","LogonType":"Network"}}"#;
+    let doc = |args: &[&str]| -> serde_json::Value {
+        let out = run(&[&["translate", "--format", "ecs"], args].concat(), record);
+        serde_json::from_str(text(&out.stdout).trim()).expect("json")
+    };
+    let plain = doc(&[]);
+    assert_eq!(plain.pointer("/user/name").and_then(|v| v.as_str()), Some("a.chen"));
+    assert!(plain.pointer("/m365_defender/event/account/name").is_none(), "duplicate of user.name left out: {plain}");
+    assert_eq!(plain.pointer("/m365_defender/event/logon/type").and_then(|v| v.as_str()), Some("Network"), "columns not mapped to core stay");
+    let kept = doc(&["--preserve-duplicate-custom-fields"]);
+    assert_eq!(kept.pointer("/m365_defender/event/account/name").and_then(|v| v.as_str()), Some("a.chen"));
+}
+
+#[test]
 fn check_and_replay_pass_on_the_repository_and_fail_on_a_broken_mapping_dir() {
     let root = env!("CARGO_MANIFEST_DIR");
     let check = bin().current_dir(root).arg("check").output().expect("runs");

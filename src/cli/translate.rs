@@ -29,6 +29,10 @@ pub struct TranslateArgs {
     /// Put the raw record in ECS event.original.
     #[arg(long)]
     original: bool,
+    /// Keep the m365_defender.* copies of columns also mapped to ECS core fields (Elastic's
+    /// `preserve_duplicate_custom_fields` tag; off by default, as in Elastic's pipelines).
+    #[arg(long)]
+    preserve_duplicate_custom_fields: bool,
     #[command(flatten)]
     mappings: MappingArgs,
     #[command(flatten)]
@@ -50,6 +54,7 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
         a.mappings.load()?,
         MapOptions {
             include_original: a.original,
+            preserve_duplicates: a.preserve_duplicate_custom_fields,
         },
         a.render.options()?,
     );

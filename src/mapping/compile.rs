@@ -212,6 +212,10 @@ pub fn compile_family(
             .iter_mut()
             .chain(header.iter_mut().filter_map(|r| r.as_deref_mut()));
         for rule in rules {
+            let core = rule
+                .targets
+                .iter()
+                .any(|t| c.prefix.as_deref().is_none_or(|p| !t.starts_with(p)));
             for source in &mut rule.sources {
                 let Source::Path(p) = source else { continue };
                 let Some((key, rest)) = p.strip_member(&c.carry.path) else {
@@ -223,6 +227,7 @@ pub fn compile_family(
                 if arg == next {
                     members.args += 1;
                 }
+                m.core |= core && rest.is_empty();
                 *source = Source::Member(arg, rest);
             }
         }

@@ -90,6 +90,9 @@ impl Hasher for FxHasher {
 pub struct Member {
     pub arg: Option<usize>,
     pub column: Option<usize>,
+    /// A rule copies this column whole to an ECS field outside the vendor namespace, so its
+    /// vendor copy is a duplicate (left out unless asked for, as Elastic's pipelines do).
+    pub core: bool,
 }
 
 /// The members of the `<carry>` object, looked up once per record.
@@ -112,6 +115,8 @@ pub struct Rule {
     pub leef: Option<(String, usize)>,
     pub ecs: Vec<usize>,
     pub append: Vec<usize>,
+    /// The ECS paths of `ecs` and `append`, to tell core targets from vendor ones.
+    pub targets: Vec<String>,
     /// The path or constant, for diagnostics.
     pub what: String,
     pub file: String,
@@ -286,7 +291,7 @@ impl Family {
         cache.clear();
         let mut errors = Vec::new();
         let mut args: Vec<Option<&'a Json<'a>>> = vec![None; self.members.args];
-        let mut carried: Vec<(&'a str, &'a Json<'a>, Option<usize>)> = Vec::new();
+        let mut carried: Vec<(&'a str, &'a Json<'a>, Member)> = Vec::new();
         if let Some(Json::Object(obj)) = self.carry.as_ref().and_then(|c| c.path.node(rec)) {
             carried.reserve(obj.len());
             for (k, v) in obj {
@@ -299,7 +304,7 @@ impl Family {
                 if let Some(a) = m.arg {
                     args[a] = Some(v);
                 }
-                carried.push((k.as_ref(), v, m.column));
+                carried.push((k.as_ref(), v, m));
             }
         }
         let time = match self.device_time.value(rec, &args, cache, &mut errors) {
@@ -396,7 +401,7 @@ impl Family {
         }
         let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
         if let Some(carry) = &self.carry {
-            for (k, v, column) in carried {
+            for (k, v, member) in carried {
                 if k.starts_with("__UDI_") {
                     continue;
                 }
@@ -409,7 +414,10 @@ impl Family {
                 {
                     leef.push((k, val.clone()));
                 }
-                if let Some((slot, steps)) = column.and_then(|c| carry.columns.get(c)) {
+                if member.core && !opts.preserve_duplicates {
+                    continue;
+                }
+                if let Some((slot, steps)) = member.column.and_then(|c| carry.columns.get(c)) {
                     if !ecs.is_set(*slot) {
                         if let Some(converted) = convert_column(val, steps, k, &mut errors) {
                             ecs.set(*slot, converted);

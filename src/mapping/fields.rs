@@ -199,6 +199,7 @@ impl Builder {
             leef: None,
             ecs: Vec::new(),
             append: Vec::new(),
+            targets: Vec::new(),
             what: el
                 .get("path")
                 .or(el.get("value"))
@@ -237,6 +238,7 @@ impl Builder {
         for (attr, into_append) in [("ecs", false), ("append", true)] {
             if let Some(a) = el.attr(attr) {
                 for path in a.value.split_whitespace() {
+                    rule.targets.push(path.to_string());
                     match self.plan.slot(path) {
                         Ok(slot) if into_append => rule.append.push(slot),
                         Ok(slot) => rule.ecs.push(slot),
@@ -328,6 +330,7 @@ impl Builder {
         }
         let leef = bool_attr(ctx, el, "leef");
         Some(CompiledCarry {
+            prefix: prefix.map(|p| format!("{p}.")),
             carry: Carry {
                 path,
                 dynamic,
@@ -342,5 +345,7 @@ impl Builder {
 /// A `<carry>` and the names of its dictionary columns (which go into the member index).
 pub(super) struct CompiledCarry {
     pub(super) carry: Carry,
+    /// `ecs` with a trailing dot: targets below it are vendor fields.
+    pub(super) prefix: Option<String>,
     pub(super) names: Vec<(String, usize)>,
 }

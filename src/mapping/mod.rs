@@ -30,6 +30,10 @@ use value::Val;
 pub struct MapOptions {
     /// Put the raw record in ECS `event.original` (always done for unmapped and failed records).
     pub include_original: bool,
+    /// Keep the vendor copies (`m365_defender.*`) of columns that are also mapped to ECS core
+    /// fields. Elastic's pipelines drop them unless the `preserve_duplicate_custom_fields` tag is
+    /// set, and so do we by default.
+    pub preserve_duplicates: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
