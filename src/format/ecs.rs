@@ -38,6 +38,7 @@ pub struct EcsPlan {
 #[derive(Debug, Clone, Default)]
 struct Layout {
     position_of_slot: Vec<u32>,
+    slot_at_position: Vec<u32>,
     leaf_of_slot: Vec<u32>,
     /// Enclosing objects of each slot, outermost first, the root left out.
     chain_of_slot: Vec<Box<[u32]>>,
@@ -116,9 +117,6 @@ impl<'a> EcsValues<'a> {
         }
     }
 
-    fn filled(&self) -> impl Iterator<Item = (usize, &Val<'a>)> {
-        self.vals.iter().map(|(s, v)| (*s as usize, v))
-    }
 }
 
 impl Default for EcsPlan {
@@ -258,6 +256,7 @@ impl EcsPlan {
     pub fn finish(&mut self) {
         let mut layout = Layout {
             position_of_slot: vec![0; self.slots],
+            slot_at_position: vec![0; self.slots],
             leaf_of_slot: vec![0; self.slots],
             chain_of_slot: vec![Box::default(); self.slots],
             dynamic_node: vec![0; self.dynamics],
@@ -275,6 +274,7 @@ impl EcsPlan {
         match &self.nodes[node].kind {
             NodeKind::Leaf(slot) => {
                 layout.position_of_slot[*slot] = *next;
+                layout.slot_at_position[*next as usize] = *slot as u32;
                 layout.leaf_of_slot[*slot] = node as u32;
                 layout.chain_of_slot[*slot] = chain.clone().into_boxed_slice();
                 *next += 1;
@@ -311,18 +311,9 @@ impl EcsPlan {
                 &computed
             }
         };
-        // Sort key: position, then dynamic entries before the static member at that position,
-        // then arrival order (dynamic lists are sorted by key already). Packed in one integer.
-        let mut items: Vec<(u64, Item)> = values
-            .filled()
-            .map(|(slot, v)| {
-                (
-                    (u64::from(layout.position_of_slot[slot]) << 33) | (1 << 32),
-                    Item::Slot(slot, v),
-                )
-            })
-            .collect();
-        let mut seq = 0u64;
+        // Dynamic entries go just before the first static member of their object whose key is
+        // greater; they are few, so they alone are sorted. Slots are visited in plan order.
+        let mut dynamic_items: Vec<(u32, usize, Item)> = Vec::new();
         for (d, entries) in dynamics.iter().enumerate() {
             let Some(&node) = layout.dynamic_node.get(d) else {
                 continue;
@@ -338,16 +329,26 @@ impl EcsPlan {
                 let pos = children
                     .get(at)
                     .map_or(layout.range[node as usize].1, |&c| layout.range[c].0);
-                items.push(((u64::from(pos) << 33) | seq, Item::Dynamic(d, k, v)));
-                seq += 1;
+                dynamic_items.push((pos, dynamic_items.len(), Item::Dynamic(d, k, v)));
             }
         }
-        items.sort_unstable_by_key(|(key, _)| *key);
+        dynamic_items.sort_unstable_by_key(|(pos, seq, _)| (*pos, *seq));
+        let mut pending = dynamic_items.into_iter().map(|(pos, _, item)| (pos, item)).peekable();
+        let mut items: Vec<Item> = Vec::with_capacity(values.vals.len() + 8);
+        for (pos, &slot) in layout.slot_at_position.iter().enumerate() {
+            while let Some((_, item)) = pending.next_if(|(p, _)| *p as usize <= pos) {
+                items.push(item);
+            }
+            if let Some(v) = values.get(slot as usize) {
+                items.push(Item::Slot(slot as usize, v));
+            }
+        }
+        items.extend(pending.map(|(_, item)| item));
 
         out.push(b'{');
         let mut open: Vec<u32> = Vec::with_capacity(8);
         let mut first: Vec<bool> = vec![true];
-        for (_, item) in &items {
+        for item in &items {
             let chain: &[u32] = match item {
                 Item::Slot(slot, _) => &layout.chain_of_slot[*slot],
                 Item::Dynamic(d, _, _) => &layout.chain_of_dynamic[*d],

@@ -106,6 +106,11 @@ pub fn write_leef<'v>(
 /// Header fields have no escape at all in QRadar: anything that would end the field, the
 /// attribute list or the line becomes `_`, and the field is cut at `max` characters.
 fn write_header_field(s: &str, delim: u8, max: usize, out: &mut Vec<u8>) {
+    let clean = |b: &u8| *b != b'|' && *b != delim && *b >= 0x20 && *b != 0x7f;
+    if s.len() <= max && s.is_ascii() && s.as_bytes().iter().all(clean) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     for c in s.chars().take(max) {
         if c == '|' || c.is_control() || (c.is_ascii() && c as u8 == delim) {
             out.push(b'_');
