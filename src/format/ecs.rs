@@ -38,7 +38,6 @@ pub struct EcsPlan {
 #[derive(Debug, Clone, Default)]
 struct Layout {
     position_of_slot: Vec<u32>,
-    slot_at_position: Vec<u32>,
     leaf_of_slot: Vec<u32>,
     /// Enclosing objects of each slot, outermost first, the root left out.
     chain_of_slot: Vec<Box<[u32]>>,
@@ -256,7 +255,6 @@ impl EcsPlan {
     pub fn finish(&mut self) {
         let mut layout = Layout {
             position_of_slot: vec![0; self.slots],
-            slot_at_position: vec![0; self.slots],
             leaf_of_slot: vec![0; self.slots],
             chain_of_slot: vec![Box::default(); self.slots],
             dynamic_node: vec![0; self.dynamics],
@@ -274,7 +272,6 @@ impl EcsPlan {
         match &self.nodes[node].kind {
             NodeKind::Leaf(slot) => {
                 layout.position_of_slot[*slot] = *next;
-                layout.slot_at_position[*next as usize] = *slot as u32;
                 layout.leaf_of_slot[*slot] = node as u32;
                 layout.chain_of_slot[*slot] = chain.clone().into_boxed_slice();
                 *next += 1;
@@ -333,10 +330,18 @@ impl EcsPlan {
             }
         }
         dynamic_items.sort_unstable_by_key(|(pos, seq, _)| (*pos, *seq));
+        // Filled slots in plan order: a record fills a few dozen of a plan's hundreds of slots,
+        // so sorting compact (position, slot) pairs beats walking every position.
+        let mut filled: Vec<(u32, u32)> = values
+            .vals
+            .iter()
+            .map(|(slot, _)| (layout.position_of_slot[*slot as usize], *slot))
+            .collect();
+        filled.sort_unstable();
         let mut pending = dynamic_items.into_iter().map(|(pos, _, item)| (pos, item)).peekable();
-        let mut items: Vec<Item> = Vec::with_capacity(values.vals.len() + 8);
-        for (pos, &slot) in layout.slot_at_position.iter().enumerate() {
-            while let Some((_, item)) = pending.next_if(|(p, _)| *p as usize <= pos) {
+        let mut items: Vec<Item> = Vec::with_capacity(filled.len() + 8);
+        for (pos, slot) in filled {
+            while let Some((_, item)) = pending.next_if(|(p, _)| *p <= pos) {
                 items.push(item);
             }
             if let Some(v) = values.get(slot as usize) {

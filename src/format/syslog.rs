@@ -64,23 +64,40 @@ fn syslog_severity(qradar: u8) -> u8 {
 /// Writes the header (with its trailing space). A record without any time gets the Unix epoch
 /// in RFC 3164 (which has no empty value) and `-` in RFC 5424.
 pub fn write_header(opts: &SyslogOptions, time: Option<Timestamp>, severity: u8, out: &mut String) {
-    use std::fmt::Write as _;
     let pri = u16::from(opts.facility) * 8 + u16::from(syslog_severity(severity));
+    let push_pri = |out: &mut String| {
+        out.push('<');
+        if pri >= 100 {
+            out.push(char::from(b'0' + (pri / 100) as u8));
+        }
+        if pri >= 10 {
+            out.push(char::from(b'0' + (pri / 10 % 10) as u8));
+        }
+        out.push(char::from(b'0' + (pri % 10) as u8));
+        out.push('>');
+    };
     match opts.format {
         HeaderFormat::None => {}
         HeaderFormat::Rfc3164 => {
-            let _ = write!(out, "<{pri}>");
+            push_pri(out);
             time.unwrap_or(Timestamp::from_unix_nanos(0))
                 .write_rfc3164(out);
-            let _ = write!(out, " {} ", opts.log_source_id);
+            out.push(' ');
+            out.push_str(&opts.log_source_id);
+            out.push(' ');
         }
         HeaderFormat::Rfc5424 => {
-            let _ = write!(out, "<{pri}>1 ");
+            push_pri(out);
+            out.push_str("1 ");
             match time {
                 Some(t) => t.write_iso_millis(out),
                 None => out.push('-'),
             }
-            let _ = write!(out, " {} {APP_NAME} - - - ", opts.log_source_id);
+            out.push(' ');
+            out.push_str(&opts.log_source_id);
+            out.push(' ');
+            out.push_str(APP_NAME);
+            out.push_str(" - - - ");
         }
     }
 }

@@ -142,8 +142,25 @@ impl Timestamp {
     /// `Nov  7 17:07:42`: the RFC 3164 stamp (space-padded day, no year, UTC).
     pub fn write_rfc3164(self, out: &mut String) {
         let (_, mo, d, h, mi, s, _) = self.parts();
-        let month = MONTHS[(mo - 1) as usize];
-        let _ = write!(out, "{month} {d:>2} {h:02}:{mi:02}:{s:02}");
+        let digit = |v: i64| char::from(b'0' + (v % 10) as u8);
+        let two = |out: &mut String, v: i64| {
+            out.push(digit(v / 10));
+            out.push(digit(v));
+        };
+        out.push_str(MONTHS[(mo - 1) as usize]);
+        out.push(' ');
+        if d < 10 {
+            out.push(' ');
+            out.push(digit(d));
+        } else {
+            two(out, d);
+        }
+        out.push(' ');
+        two(out, h);
+        out.push(':');
+        two(out, mi);
+        out.push(':');
+        two(out, s);
     }
 }
 

@@ -366,15 +366,22 @@ impl Step {
                 other => return Err(format!("`{}` is not a timestamp", text_of(&other))),
             },
             Step::Ip => {
-                let text = text_of(&v);
+                let text = v.to_text();
                 let t = text.trim().trim_start_matches('[').trim_end_matches(']');
                 if t == "-" || t.is_empty() {
                     return Ok(None);
                 }
-                match t.parse::<IpAddr>() {
-                    Ok(ip) if ip.to_string() == text => v,
-                    Ok(ip) => Val::Str(Cow::Owned(ip.to_string())),
+                // The standard parser accepts only the canonical dotted-quad for IPv4, so only
+                // IPv6 (case, zero runs) can need rewriting.
+                let canonical = match t.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(_)) if t.len() == text.len() => None,
+                    Ok(ip) => Some(ip.to_string()).filter(|c| *c != *text),
                     Err(_) => return Err(format!("`{text}` is not an IP address")),
+                };
+                match canonical {
+                    Some(c) => Val::Str(Cow::Owned(c)),
+                    None if t.len() == text.len() => v,
+                    None => Val::Str(Cow::Owned(t.to_string())),
                 }
             }
             Step::Lowercase => map_str(v, |s| {
@@ -421,7 +428,7 @@ impl Step {
                 },
                 other => other,
             },
-            Step::Lookup(table) => match table.get(&text_of(&v)) {
+            Step::Lookup(table) => match table.get(&v.to_text()) {
                 Some(hit) if !hit.is_empty() => Val::Str(Cow::Owned(hit.to_string())),
                 _ => return Ok(None),
             },
