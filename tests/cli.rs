@@ -201,11 +201,27 @@ fn vendor_duplicates_of_core_fields_only_on_request() {
         serde_json::from_str(text(&out.stdout).trim()).expect("json")
     };
     let plain = doc(&[]);
-    assert_eq!(plain.pointer("/user/name").and_then(|v| v.as_str()), Some("a.chen"));
-    assert!(plain.pointer("/m365_defender/event/account/name").is_none(), "duplicate of user.name left out: {plain}");
-    assert_eq!(plain.pointer("/m365_defender/event/logon/type").and_then(|v| v.as_str()), Some("Network"), "columns not mapped to core stay");
+    assert_eq!(
+        plain.pointer("/user/name").and_then(|v| v.as_str()),
+        Some("a.chen")
+    );
+    assert!(
+        plain.pointer("/m365_defender/event/account/name").is_none(),
+        "duplicate of user.name left out: {plain}"
+    );
+    assert_eq!(
+        plain
+            .pointer("/m365_defender/event/logon/type")
+            .and_then(|v| v.as_str()),
+        Some("Network"),
+        "columns not mapped to core stay"
+    );
     let kept = doc(&["--preserve-duplicate-custom-fields"]);
-    assert_eq!(kept.pointer("/m365_defender/event/account/name").and_then(|v| v.as_str()), Some("a.chen"));
+    assert_eq!(
+        kept.pointer("/m365_defender/event/account/name")
+            .and_then(|v| v.as_str()),
+        Some("a.chen")
+    );
 }
 
 #[test]

@@ -115,7 +115,6 @@ impl<'a> EcsValues<'a> {
             }
         }
     }
-
 }
 
 impl Default for EcsPlan {
@@ -338,7 +337,10 @@ impl EcsPlan {
             .map(|(slot, _)| (layout.position_of_slot[*slot as usize], *slot))
             .collect();
         filled.sort_unstable();
-        let mut pending = dynamic_items.into_iter().map(|(pos, _, item)| (pos, item)).peekable();
+        let mut pending = dynamic_items
+            .into_iter()
+            .map(|(pos, _, item)| (pos, item))
+            .peekable();
         let mut items: Vec<Item> = Vec::with_capacity(filled.len() + 8);
         for (pos, slot) in filled {
             while let Some((_, item)) = pending.next_if(|(p, _)| *p <= pos) {

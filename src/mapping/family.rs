@@ -350,15 +350,30 @@ impl Family {
             for &slot in &rule.append {
                 ecs.append(slot, &v);
             }
-            if let Some((key, i)) = &rule.leef {
-                if !leef_seen[*i] {
-                    leef_seen[*i] = true;
-                    leef.push((key.as_str(), v.clone()));
+            // The value is cloned for all but the last place it goes to.
+            let leef_key = rule.leef.as_ref().filter(|(_, i)| !leef_seen[*i]);
+            let mut left = rule.ecs.iter().filter(|&&s| !ecs.is_set(s)).count()
+                + usize::from(leef_key.is_some());
+            let mut val = Some(v);
+            let mut give = |left: &mut usize| {
+                *left -= 1;
+                if *left == 0 {
+                    val.take()
+                } else {
+                    val.clone()
                 }
-            }
+            };
             for &slot in &rule.ecs {
                 if !ecs.is_set(slot) {
-                    ecs.set(slot, v.clone());
+                    if let Some(x) = give(&mut left) {
+                        ecs.set(slot, x);
+                    }
+                }
+            }
+            if let Some((key, i)) = leef_key {
+                if let Some(x) = give(&mut left) {
+                    leef_seen[*i] = true;
+                    leef.push((key.as_str(), x));
                 }
             }
         }
@@ -402,7 +417,8 @@ impl Family {
         let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
         if let Some(carry) = &self.carry {
             for (k, v, member) in carried {
-                if k.starts_with("__UDI_") {
+                let duplicate = member.core && !opts.preserve_duplicates;
+                if k.starts_with("__UDI_") || (duplicate && !carry.leef) {
                     continue;
                 }
                 let Some(val) = Val::from_json(v) else {
@@ -414,7 +430,7 @@ impl Family {
                 {
                     leef.push((k, val.clone()));
                 }
-                if member.core && !opts.preserve_duplicates {
+                if duplicate {
                     continue;
                 }
                 if let Some((slot, steps)) = member.column.and_then(|c| carry.columns.get(c)) {

@@ -9,7 +9,7 @@ use super::compile::{bool_attr, compile_when, one_line, Ctx, FieldSets, RESERVED
 use super::family::{Carry, Rule, Source};
 use super::path::Path;
 use super::predicate::Predicate;
-use super::value::{LookupTable, Step};
+use super::value::{fuse, LookupTable, Step};
 use super::xml::{Element, Pos};
 use crate::format::ecs::EcsPlan;
 
@@ -192,7 +192,7 @@ impl Builder {
         let mut rule = Rule {
             sources,
             regex,
-            steps,
+            steps: fuse(steps),
             default: el.get("default").map(String::from),
             when,
             required,

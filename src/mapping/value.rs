@@ -168,6 +168,8 @@ pub enum Step {
     Split(String),
     Join(String),
     Lookup(Arc<LookupTable>),
+    /// `args count` fused at compile time: counts the words without building the list.
+    ArgCount,
 }
 
 /// The step names a mapping file may use, for diagnostics and the authors' README.
@@ -195,6 +197,21 @@ pub const STEP_NAMES: &[&str] = &[
     "join:SEP",
     "lookup:TABLE",
 ];
+
+/// Rewrites step sequences that have a cheaper equivalent.
+pub fn fuse(steps: Vec<Step>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    for s in steps {
+        match (out.last(), &s) {
+            (Some(Step::Args), Step::Count) => {
+                out.pop();
+                out.push(Step::ArgCount);
+            }
+            _ => out.push(s),
+        }
+    }
+    out
+}
 
 impl Step {
     /// Parses a step name; `lookup` tables are resolved by the caller.
@@ -256,6 +273,10 @@ impl Step {
     /// Applies the step. `Ok(None)` means the value became absent (e.g. `-` as an IP).
     pub fn apply<'a>(&self, v: Val<'a>) -> Result<Option<Val<'a>>, String> {
         match self {
+            Step::ArgCount => Ok(match &v {
+                Val::Str(s) => Some(Val::Int(s.split_whitespace().count() as i64)),
+                _ => Step::Count.apply(v)?,
+            }),
             Step::Count => Ok(Some(Val::Int(match &v {
                 Val::List(l) => l.len() as i64,
                 Val::Json(j) => j.as_array().map_or(1, |a| a.len() as i64),
@@ -438,7 +459,8 @@ impl Step {
             | Step::Unique
             | Step::Join(_)
             | Step::Split(_)
-            | Step::Args => v,
+            | Step::Args
+            | Step::ArgCount => v,
         }))
     }
 }
