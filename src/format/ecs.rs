@@ -411,20 +411,16 @@ fn separate(first: &mut [bool], out: &mut Vec<u8>) {
 pub fn write_val(v: &Val, out: &mut Vec<u8>) {
     match v {
         Val::Str(s) => write_str(s, out),
-        Val::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Val::UInt(u) => {
-            let _ = write!(out, "{u}");
-        }
+        Val::Int(i) => write_int(*i, out),
+        Val::UInt(u) => write_uint(*u, out),
         Val::Float(f) => {
             let _ = serde_json::to_writer(&mut *out, f);
         }
         Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Val::Time(t) => {
-            let mut s = String::with_capacity(24);
-            t.write_iso_millis(&mut s);
-            write_str(&s, out);
+            out.push(b'"');
+            t.write_iso_millis_bytes(out);
+            out.push(b'"');
         }
         Val::Json(j) => j.write(out),
         Val::List(items) => {
@@ -438,6 +434,28 @@ pub fn write_val(v: &Val, out: &mut Vec<u8>) {
             out.push(b']');
         }
     }
+}
+
+/// Decimal digits of an integer (the formatting machinery costs more than the digits).
+pub fn write_uint(mut u: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+pub fn write_int(i: i64, out: &mut Vec<u8>) {
+    if i < 0 {
+        out.push(b'-');
+    }
+    write_uint(i.unsigned_abs(), out);
 }
 
 /// Bytes that JSON strings must escape.
@@ -520,6 +538,18 @@ mod tests {
 
     fn s(x: &str) -> Val<'static> {
         Val::Str(Cow::Owned(x.to_string()))
+    }
+
+    #[test]
+    fn integers_without_fmt() {
+        for i in [0, 7, -7, 1_667_840_862_025, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            write_int(i, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), i.to_string());
+        }
+        let mut out = Vec::new();
+        write_uint(u64::MAX, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), u64::MAX.to_string());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 
-use crate::format::ecs::next_special;
+use crate::format::ecs::{next_special, write_int, write_uint};
 use crate::mapping::value::Val;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +124,9 @@ fn write_header_field(s: &str, delim: u8, max: usize, out: &mut Vec<u8>) {
 fn write_value(v: &Val, delim: u8, out: &mut Vec<u8>) {
     match v {
         Val::Str(s) => escape(s, delim, out),
-        Val::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Val::UInt(u) => {
-            let _ = write!(out, "{u}");
-        }
+        Val::Int(i) => write_int(*i, out),
+        Val::UInt(u) => write_uint(*u, out),
+        Val::Time(t) => t.write_iso_millis_bytes(out),
         Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         other => escape(&other.to_text(), delim, out),
     }

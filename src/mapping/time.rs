@@ -5,7 +5,6 @@
 //! three renderings we need (ISO milliseconds, epoch milliseconds, the RFC 3164 stamp) are a few
 //! lines each.
 
-use std::fmt::Write as _;
 
 /// An instant in UTC, nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,16 +105,19 @@ impl Timestamp {
 
     /// `2022-11-07T17:07:42.025Z`: milliseconds, truncated, as Elastic's pipelines write them.
     pub fn write_iso_millis(self, out: &mut String) {
+        let mut bytes = Vec::with_capacity(24);
+        self.write_iso_millis_bytes(&mut bytes);
+        out.push_str(&String::from_utf8_lossy(&bytes));
+    }
+
+    /// Same as [`Timestamp::write_iso_millis`], into a byte buffer (the formatters' hot path).
+    pub fn write_iso_millis_bytes(self, out: &mut Vec<u8>) {
         let (y, mo, d, h, mi, s, n) = self.parts();
         if !(0..=9999).contains(&y) {
-            let _ = write!(
-                out,
-                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-                n / 1_000_000
-            );
+            use std::io::Write as _;
+            let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z", n / 1_000_000);
             return;
         }
-        // Formatting machinery costs more than the rest of a timestamp; digits are pushed directly.
         let mut buf = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut v: i64| {
             for i in (0..width).rev() {
@@ -130,7 +132,7 @@ impl Timestamp {
         put(14, 2, mi);
         put(17, 2, s);
         put(20, 3, n / 1_000_000);
-        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+        out.extend_from_slice(&buf);
     }
 
     pub fn iso_millis(self) -> String {
