@@ -38,6 +38,7 @@ pub struct EcsPlan {
 #[derive(Debug, Clone, Default)]
 struct Layout {
     position_of_slot: Vec<u32>,
+    slot_at_position: Vec<u32>,
     leaf_of_slot: Vec<u32>,
     /// Enclosing objects of each slot, outermost first, the root left out.
     chain_of_slot: Vec<Box<[u32]>>,
@@ -254,6 +255,7 @@ impl EcsPlan {
     pub fn finish(&mut self) {
         let mut layout = Layout {
             position_of_slot: vec![0; self.slots],
+            slot_at_position: vec![0; self.slots],
             leaf_of_slot: vec![0; self.slots],
             chain_of_slot: vec![Box::default(); self.slots],
             dynamic_node: vec![0; self.dynamics],
@@ -271,6 +273,7 @@ impl EcsPlan {
         match &self.nodes[node].kind {
             NodeKind::Leaf(slot) => {
                 layout.position_of_slot[*slot] = *next;
+                layout.slot_at_position[*next as usize] = *slot as u32;
                 layout.leaf_of_slot[*slot] = node as u32;
                 layout.chain_of_slot[*slot] = chain.clone().into_boxed_slice();
                 *next += 1;
@@ -329,25 +332,26 @@ impl EcsPlan {
             }
         }
         dynamic_items.sort_unstable_by_key(|(pos, seq, _)| (*pos, *seq));
-        // Filled slots in plan order: a record fills a few dozen of a plan's hundreds of slots,
-        // so sorting compact (position, slot) pairs beats walking every position.
-        let mut filled: Vec<(u32, u32)> = values
-            .vals
-            .iter()
-            .map(|(slot, _)| (layout.position_of_slot[*slot as usize], *slot))
-            .collect();
-        filled.sort_unstable();
-        let mut pending = dynamic_items
-            .into_iter()
-            .map(|(pos, _, item)| (pos, item))
-            .peekable();
-        let mut items: Vec<Item> = Vec::with_capacity(filled.len() + 8);
-        for (pos, slot) in filled {
-            while let Some((_, item)) = pending.next_if(|(p, _)| *p <= pos) {
-                items.push(item);
-            }
-            if let Some(v) = values.get(slot as usize) {
-                items.push(Item::Slot(slot as usize, v));
+        // Filled slots in plan order: a record fills a few dozen of a plan's hundreds of slots;
+        // a bitset over plan positions orders them without sorting.
+        let mut bits = vec![0u64; self.slots.div_ceil(64)];
+        for (slot, _) in &values.vals {
+            let pos = layout.position_of_slot[*slot as usize] as usize;
+            bits[pos / 64] |= 1 << (pos % 64);
+        }
+        let mut pending = dynamic_items.into_iter().map(|(pos, _, item)| (pos, item)).peekable();
+        let mut items: Vec<Item> = Vec::with_capacity(values.vals.len() + 8);
+        for (w, mut word) in bits.into_iter().enumerate() {
+            while word != 0 {
+                let pos = w * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                while let Some((_, item)) = pending.next_if(|(p, _)| *p as usize <= pos) {
+                    items.push(item);
+                }
+                let slot = layout.slot_at_position[pos] as usize;
+                if let Some(v) = values.get(slot) {
+                    items.push(Item::Slot(slot, v));
+                }
             }
         }
         items.extend(pending.map(|(_, item)| item));
