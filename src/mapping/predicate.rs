@@ -32,7 +32,10 @@ impl Predicate {
             Predicate::NotEquals(p, v) => {
                 str_at(p, rec).map_or_else(|| text(p, cache).as_deref() != Some(v), |s| s != v)
             }
-            Predicate::OneOf(p, vs) => text(p, cache).is_some_and(|t| vs.contains(&t)),
+            Predicate::OneOf(p, vs) => match str_at(p, rec) {
+                Some(s) => vs.iter().any(|v| v == s),
+                None => text(p, cache).is_some_and(|t| vs.contains(&t)),
+            },
             Predicate::Prefix(p, v) => str_at(p, rec).map_or_else(
                 || text(p, cache).is_some_and(|t| t.starts_with(v.as_str())),
                 |s| s.starts_with(v.as_str()),
