@@ -33,8 +33,13 @@ pub fn decode_text<'t>(
 ) -> Result<usize, DecodeError> {
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Json<'t>>();
     let mut count = 0;
+    // Line numbers are counted forward from the previous document, so a large NDJSON input is
+    // read in linear time.
+    let (mut counted_to, mut line) = (0usize, 1usize);
     loop {
         let start = skip_ws(text, stream.byte_offset());
+        line += newlines(&text.as_bytes()[counted_to..start]);
+        counted_to = start;
         let doc = match stream.next() {
             None => return Ok(count),
             Some(Ok(doc)) => doc,
@@ -47,7 +52,6 @@ pub fn decode_text<'t>(
                 })
             }
         };
-        let line = line_of(text, start);
         count += split_document(doc, forced, |index, source, payload| {
             emit(RawRecord {
                 source,
@@ -70,11 +74,7 @@ fn skip_ws(text: &str, mut at: usize) -> usize {
     at
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    1 + memchr_count(&text.as_bytes()[..offset.min(text.len())])
-}
-
-fn memchr_count(b: &[u8]) -> usize {
+fn newlines(b: &[u8]) -> usize {
     b.iter().filter(|&&c| c == b'\n').count()
 }
 
@@ -214,6 +214,15 @@ mod tests {
         assert_eq!(seen, [1, 3], "records before the bad line are kept");
         assert_eq!(err.line, 4);
         assert!(err.to_string().starts_with("in.ndjson:4:"), "{err}");
+    }
+
+    #[test]
+    fn a_large_ndjson_input_is_read_in_linear_time_with_exact_lines() {
+        let line = r#"{"category":"AdvancedHunting-DeviceInfo","properties":{"Timestamp":"2026-01-01T00:00:00Z"},"tenantId":"t"}"#;
+        let text = format!("{}\n", vec![line; 50_000].join("\n"));
+        let mut last = 0;
+        let n = decode_text(&text, &Arc::from("big"), None, |r| last = r.position.line).unwrap();
+        assert_eq!((n, last), (50_000, 50_000));
     }
 
     #[test]

@@ -339,7 +339,10 @@ impl EcsPlan {
             let pos = layout.position_of_slot[*slot as usize] as usize;
             bits[pos / 64] |= 1 << (pos % 64);
         }
-        let mut pending = dynamic_items.into_iter().map(|(pos, _, item)| (pos, item)).peekable();
+        let mut pending = dynamic_items
+            .into_iter()
+            .map(|(pos, _, item)| (pos, item))
+            .peekable();
         let mut items: Vec<Item> = Vec::with_capacity(values.vals.len() + 8);
         for (w, mut word) in bits.into_iter().enumerate() {
             while word != 0 {

@@ -5,7 +5,6 @@
 //! three renderings we need (ISO milliseconds, epoch milliseconds, the RFC 3164 stamp) are a few
 //! lines each.
 
-
 /// An instant in UTC, nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(i64);
@@ -115,7 +114,11 @@ impl Timestamp {
         let (y, mo, d, h, mi, s, n) = self.parts();
         if !(0..=9999).contains(&y) {
             use std::io::Write as _;
-            let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z", n / 1_000_000);
+            let _ = write!(
+                out,
+                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+                n / 1_000_000
+            );
             return;
         }
         let mut buf = *b"0000-00-00T00:00:00.000Z";
