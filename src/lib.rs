@@ -11,9 +11,10 @@
 //! [`translate::Translator`] runs this path for the CLI (`translate`, `replay`, `check`), the
 //! tests and the benchmark alike.
 //!
-//! Modules: `event` (record types), `decode` (payload shapes), `mapping` (pure engine: XML,
-//! paths, conversions, selection, event maps), `format` (pure: LEEF, syslog headers, ECS writer),
-//! `translate` (decode -> map -> render), `cli` (commands).
+//! Modules: `event` (record types), `json` (the borrowed JSON records are parsed into), `decode`
+//! (payload shapes), `mapping` (pure engine: XML, paths, conversions, selection, event maps),
+//! `format` (pure: LEEF, syslog headers, ECS writer), `translate` (decode -> map -> render), `cli`
+//! (commands).
 
 pub mod cli;
 pub mod decode;
