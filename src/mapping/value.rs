@@ -530,6 +530,9 @@ pub fn snake_case(s: &str) -> String {
     datetime_suffix(out)
 }
 
+/// The general form of [`snake_case`], for names with non-ASCII letters. Column names are ASCII
+/// and this runs for every unknown column of every record, so the byte version above avoids the
+/// per-call `Vec<char>`.
 fn snake_case_chars(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len() + 4);
