@@ -38,8 +38,6 @@ pub fn decode_text<'t>(
     let (mut counted_to, mut line) = (0usize, 1usize);
     loop {
         let start = skip_ws(text, stream.byte_offset());
-        line += newlines(&text.as_bytes()[counted_to..start]);
-        counted_to = start;
         let doc = match stream.next() {
             None => return Ok(count),
             Some(Ok(doc)) => doc,
@@ -52,6 +50,8 @@ pub fn decode_text<'t>(
                 })
             }
         };
+        line += newlines(&text.as_bytes()[counted_to..start]);
+        counted_to = start;
         count += split_document(doc, forced, |index, source, payload| {
             emit(RawRecord {
                 source,
