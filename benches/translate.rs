@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use defender_dsm::cli::replay::find_cases;
 use defender_dsm::decode::decode_text;
-use defender_dsm::mapping::path::JsonCache;
+use defender_dsm::mapping::scratch::Scratch;
 use defender_dsm::mapping::{MapOptions, MappingSet};
 use defender_dsm::translate::{Counts, Format, Translator};
 
@@ -157,7 +157,7 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
     ] {
         let mut out = Vec::with_capacity(1 << 20);
         let mut counts = Counts::default();
-        let mut cache = JsonCache::default();
+        let mut cache = Scratch::default();
         let secs = measure(|| {
             for l in lines {
                 decode_text(black_box(l), &origin, None, |r| {

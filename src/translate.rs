@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::decode::{decode_text, DecodeError};
 use crate::event::{RawRecord, SourceKind};
 use crate::format::{render_ecs, render_leef, RenderOptions};
-use crate::mapping::path::JsonCache;
+use crate::mapping::scratch::Scratch;
 use crate::mapping::{MapOptions, MappingSet, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl Translator {
         &self,
         rec: &RawRecord,
         formats: &[Format],
-        cache: &mut JsonCache,
+        cache: &mut Scratch,
         out: &mut Vec<u8>,
         counts: &mut Counts,
     ) {
@@ -127,7 +127,7 @@ impl Translator {
         out: &mut Vec<u8>,
         counts: &mut Counts,
     ) -> Result<(), DecodeError> {
-        let mut cache = JsonCache::default();
+        let mut cache = Scratch::default();
         decode_text(text, origin, forced, |rec| {
             self.record(&rec, formats, &mut cache, out, counts)
         })

@@ -111,3 +111,27 @@ fn every_ecs_line_is_a_json_object_and_every_leef_line_is_clean() {
         }
     }
 }
+
+#[test]
+fn reused_worker_state_gives_the_same_output_as_fresh_state() {
+    // Same table, columns in changing order and number, interleaved with another family: the
+    // per-worker shape cache must never carry one record's resolution into another.
+    let records = [
+        r#"{"category":"AdvancedHunting-DeviceLogonEvents","tenantId":"t","properties":{"Timestamp":"2026-01-01T00:00:00Z","ActionType":"LogonFailed","AccountName":"a","RemoteIP":"192.0.2.1","NewColumn":"x"}}"#,
+        r#"{"category":"AdvancedHunting-DeviceLogonEvents","tenantId":"t","properties":{"AccountName":"b","Timestamp":"2026-01-01T00:00:01Z","ActionType":"LogonSuccess","RemoteIP":"192.0.2.2"}}"#,
+        r#"{"category":"AdvancedHunting-DeviceInfo","tenantId":"t","properties":{"Timestamp":"2026-01-01T00:00:02Z","DeviceName":"h","PublicIP":"198.51.100.7"}}"#,
+        r#"{"category":"AdvancedHunting-DeviceLogonEvents","tenantId":"t","properties":{"Timestamp":"2026-01-01T00:00:03Z","ActionType":"LogonFailed","RemoteIP":"192.0.2.3","OtherNew":1,"AccountName":"c"}}"#,
+        r#"{"category":"AdvancedHunting-DeviceLogonEvents","tenantId":"t","properties":{"Timestamp":"2026-01-01T00:00:04Z","ActionType":"LogonFailed","AccountName":"d","RemoteIP":"192.0.2.4","NewColumn":"y"}}"#,
+    ];
+    let t = translator(MappingSet::embedded().expect("mappings"));
+    let origin: std::sync::Arc<str> = std::sync::Arc::from("mixed");
+    let formats = [defender_dsm::translate::Format::Leef, defender_dsm::translate::Format::Ecs];
+    let mut together = Vec::new();
+    let mut counts = Default::default();
+    t.text(&records.join("\n"), &origin, None, &formats, &mut together, &mut counts).expect("decodes");
+    let mut separate = Vec::new();
+    for r in records {
+        t.text(r, &origin, None, &formats, &mut separate, &mut counts).expect("decodes");
+    }
+    assert_eq!(String::from_utf8(together).unwrap(), String::from_utf8(separate).unwrap());
+}

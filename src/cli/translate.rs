@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use super::{MappingArgs, RenderArgs};
 use crate::decode::decode_text;
 use crate::event::SourceKind;
-use crate::mapping::path::JsonCache;
+use crate::mapping::scratch::Scratch;
 use crate::mapping::MapOptions;
 use crate::translate::{Counts, Format, Translator};
 
@@ -86,7 +86,7 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
         };
         // Output goes out in chunks as records are translated, so a large input is not held
         // twice in memory; the first write error stops the output.
-        let mut cache = JsonCache::default();
+        let mut cache = Scratch::default();
         let mut write_error = None;
         let result = decode_text(&text, &origin, forced, |rec| {
             translator.record(&rec, &[format], &mut cache, &mut out, &mut counts);

@@ -230,6 +230,18 @@ pub fn compile_family(
                 m.core |= core && rest.is_empty();
                 *source = Source::Member(arg, rest);
             }
+            rule.plain_member = match rule.sources.as_slice() {
+                [Source::Member(i, rest)]
+                    if rest.is_empty()
+                        && rule.when.is_none()
+                        && rule.regex.is_none()
+                        && rule.steps.is_empty()
+                        && rule.default.is_none() =>
+                {
+                    Some(*i)
+                }
+                _ => None,
+            };
         }
     }
     let carry = carry.map(|c| c.carry);

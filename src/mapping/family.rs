@@ -6,8 +6,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use regex::Regex;
 
-use super::path::{JsonCache, Path};
+use super::path::Path;
 use super::predicate::Predicate;
+use super::scratch::Scratch;
 use super::time::Timestamp;
 use super::value::{snake_case, Step, Val};
 use super::xml::Pos;
@@ -117,6 +118,9 @@ pub struct Rule {
     pub append: Vec<usize>,
     /// The ECS paths of `ecs` and `append`, to tell core targets from vendor ones.
     pub targets: Vec<String>,
+    /// Set when the rule only copies one member as it is (no condition, conversion, regex or
+    /// default): most rules, evaluated without the general machinery.
+    pub plain_member: Option<usize>,
     /// The path or constant, for diagnostics.
     pub what: String,
     pub file: String,
@@ -134,9 +138,15 @@ impl Rule {
         &'a self,
         rec: &'a Json<'a>,
         args: &[Option<&'a Json<'a>>],
-        cache: &mut JsonCache,
+        cache: &mut Scratch,
         errors: &mut Vec<String>,
     ) -> Eval<'a> {
+        if let Some(i) = self.plain_member {
+            return match args.get(i).copied().flatten().and_then(Val::from_json) {
+                Some(v) => Eval::Value(v),
+                None => Eval::Absent,
+            };
+        }
         if let Some(w) = &self.when {
             if !w.eval(rec, cache) {
                 return Eval::Skipped;
@@ -198,7 +208,7 @@ impl Rule {
         &'a self,
         rec: &'a Json<'a>,
         args: &[Option<&'a Json<'a>>],
-        cache: &mut JsonCache,
+        cache: &mut Scratch,
         errors: &mut Vec<String>,
     ) -> Option<Val<'a>> {
         match self.eval(rec, args, cache, errors) {
@@ -275,7 +285,7 @@ pub struct Family {
 }
 
 impl Family {
-    pub fn claims<'a>(&self, kind: SourceKind, rec: &'a Json<'a>, cache: &mut JsonCache) -> bool {
+    pub fn claims<'a>(&self, kind: SourceKind, rec: &'a Json<'a>, cache: &mut Scratch) -> bool {
         self.selector.takes(kind) && self.selector.predicate.eval(rec, cache)
     }
 
@@ -286,25 +296,24 @@ impl Family {
         source: SourceKind,
         rec: &'a Json<'a>,
         opts: &MapOptions,
-        cache: &mut JsonCache,
+        cache: &mut Scratch,
     ) -> Result<MappedEvent<'a>, String> {
         cache.clear();
         let mut errors = Vec::new();
         let mut args: Vec<Option<&'a Json<'a>>> = vec![None; self.members.args];
-        let mut carried: Vec<(&'a str, &'a Json<'a>, Member)> = Vec::new();
+        // (name, value, what the name is for, snake_case name of an unknown column)
+        let mut carried: Vec<(&'a str, &'a Json<'a>, Member, Option<String>)> = Vec::new();
         if let Some(Json::Object(obj)) = self.carry.as_ref().and_then(|c| c.path.node(rec)) {
             carried.reserve(obj.len());
-            for (k, v) in obj {
-                let m = self
-                    .members
-                    .keys
-                    .get(k.as_ref())
-                    .copied()
-                    .unwrap_or_default();
+            let shape = cache.shape(self as *const Family as usize);
+            for (i, (k, v)) in obj.iter().enumerate() {
+                let (m, snake) = shape.resolve(i, k, |name| {
+                    self.members.keys.get(name).copied().unwrap_or_default()
+                });
                 if let Some(a) = m.arg {
                     args[a] = Some(v);
                 }
-                carried.push((k.as_ref(), v, m));
+                carried.push((k.as_ref(), v, m, snake.map(str::to_string)));
             }
         }
         let time = match self.device_time.value(rec, &args, cache, &mut errors) {
@@ -321,7 +330,7 @@ impl Family {
             }
         };
         let text_of =
-            |r: &'a Rule, cache: &mut JsonCache, errors: &mut Vec<String>| -> Cow<'a, str> {
+            |r: &'a Rule, cache: &mut Scratch, errors: &mut Vec<String>| -> Cow<'a, str> {
                 match r.value(rec, &args, cache, errors) {
                     Some(Val::Str(s)) => s,
                     Some(other) => Cow::Owned(other.to_text().into_owned()),
@@ -416,7 +425,7 @@ impl Family {
         }
         let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
         if let Some(carry) = &self.carry {
-            for (k, v, member) in carried {
+            for (k, v, member, snake) in carried {
                 let duplicate = member.core && !opts.preserve_duplicates;
                 if k.starts_with("__UDI_") || (duplicate && !carry.leef) {
                     continue;
@@ -440,7 +449,7 @@ impl Family {
                         }
                     }
                 } else if let Some(d) = carry.dynamic {
-                    dynamic[d].push((snake_case(k), val));
+                    dynamic[d].push((snake.unwrap_or_else(|| snake_case(k)), val));
                 }
             }
         }

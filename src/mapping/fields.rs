@@ -200,6 +200,7 @@ impl Builder {
             ecs: Vec::new(),
             append: Vec::new(),
             targets: Vec::new(),
+            plain_member: None,
             what: el
                 .get("path")
                 .or(el.get("value"))

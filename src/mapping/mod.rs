@@ -8,6 +8,7 @@ pub mod family;
 mod fields;
 pub mod path;
 pub mod predicate;
+pub mod scratch;
 pub mod time;
 pub mod value;
 pub mod xml;
@@ -21,7 +22,7 @@ use crate::format::ecs::{EcsPlan, EcsValues};
 use crate::json::Json;
 use compile::{Diagnostic, SourceFile};
 pub use family::{EventDef, Family};
-use path::JsonCache;
+use scratch::Scratch;
 use time::Timestamp;
 use value::Val;
 
@@ -262,7 +263,7 @@ impl MappingSet {
         &self,
         kind: SourceKind,
         rec: &'a Json<'a>,
-        cache: &mut JsonCache,
+        cache: &mut Scratch,
     ) -> Option<&Family> {
         let specific = rec
             .get("category")
@@ -285,7 +286,7 @@ impl MappingSet {
         &'a self,
         rec: &'a RawRecord<'a>,
         opts: &MapOptions,
-        cache: &mut JsonCache,
+        cache: &mut Scratch,
     ) -> MappedEvent<'a> {
         cache.clear();
         let Some(kind) = rec.source else {

@@ -5,6 +5,7 @@
 //! inside it (AdditionalFields and the other JSON-in-string columns). Each such string is parsed
 //! once per record, whatever the number of paths that go through it.
 
+use super::scratch::Scratch;
 use crate::json::Json;
 
 use super::value::Val;
@@ -20,30 +21,6 @@ enum Seg {
 pub struct Path {
     pub text: String,
     segs: Vec<Seg>,
-}
-
-/// JSON parsed out of strings while resolving one record's paths.
-#[derive(Default)]
-pub struct JsonCache {
-    entries: Vec<(usize, Option<Json<'static>>)>,
-}
-
-impl JsonCache {
-    pub fn clear(&mut self) {
-        self.entries.clear();
-    }
-
-    fn parsed(&mut self, s: &str) -> Option<&Json<'static>> {
-        let key = s.as_ptr() as usize;
-        let at = match self.entries.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                self.entries.push((key, Json::parse_owned(s)));
-                self.entries.len() - 1
-            }
-        };
-        self.entries[at].1.as_ref()
-    }
 }
 
 impl Path {
@@ -165,7 +142,7 @@ impl Path {
     }
 
     /// The value at this path; absent for missing, `null` and `""`.
-    pub fn resolve<'a>(&self, root: &'a Json<'a>, cache: &mut JsonCache) -> Option<Val<'a>> {
+    pub fn resolve<'a>(&self, root: &'a Json<'a>, cache: &mut Scratch) -> Option<Val<'a>> {
         if !self.segs.contains(&Seg::All) {
             return walk_one(root, &self.segs, cache);
         }
@@ -190,14 +167,14 @@ fn member<'a, 'j>(
     o.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-fn walk_one<'a>(mut cur: &'a Json<'a>, segs: &[Seg], cache: &mut JsonCache) -> Option<Val<'a>> {
+fn walk_one<'a>(mut cur: &'a Json<'a>, segs: &[Seg], cache: &mut Scratch) -> Option<Val<'a>> {
     for (i, seg) in segs.iter().enumerate() {
         cur = match (seg, cur) {
             (Seg::Key(k), Json::Object(o)) => member(o, k)?,
             (Seg::Index(n), Json::Array(a)) => a.get(*n)?,
             (_, Json::Str(s)) => {
                 let inner = cache.parsed(s)?;
-                return walk_one(inner, &segs[i..], &mut JsonCache::default()).map(Val::into_owned);
+                return walk_one(inner, &segs[i..], &mut Scratch::default()).map(Val::into_owned);
             }
             _ => return None,
         };
@@ -205,7 +182,7 @@ fn walk_one<'a>(mut cur: &'a Json<'a>, segs: &[Seg], cache: &mut JsonCache) -> O
     Val::from_json(cur)
 }
 
-fn walk<'a>(cur: &'a Json<'a>, segs: &[Seg], cache: &mut JsonCache, out: &mut Vec<Val<'a>>) {
+fn walk<'a>(cur: &'a Json<'a>, segs: &[Seg], cache: &mut Scratch, out: &mut Vec<Val<'a>>) {
     let Some((seg, rest)) = segs.split_first() else {
         out.extend(Val::from_json(cur));
         return;
@@ -229,7 +206,7 @@ fn walk<'a>(cur: &'a Json<'a>, segs: &[Seg], cache: &mut JsonCache, out: &mut Ve
         (_, Json::Str(s)) => {
             if let Some(inner) = cache.parsed(s) {
                 let mut owned = Vec::new();
-                walk(inner, segs, &mut JsonCache::default(), &mut owned);
+                walk(inner, segs, &mut Scratch::default(), &mut owned);
                 out.extend(owned.into_iter().map(|v: Val<'_>| v.into_owned()));
             }
         }
@@ -246,7 +223,7 @@ mod tests {
         let text = v.to_string();
         let v = Json::parse(&text).unwrap();
         let p = Path::parse(path).unwrap();
-        p.resolve(&v, &mut JsonCache::default())
+        p.resolve(&v, &mut Scratch::default())
             .map(|x| x.to_text().into_owned())
     }
 

@@ -4,7 +4,8 @@
 use crate::json::Json;
 use regex::Regex;
 
-use super::path::{JsonCache, Path};
+use super::path::Path;
+use super::scratch::Scratch;
 
 #[derive(Debug, Clone)]
 pub enum Predicate {
@@ -21,8 +22,8 @@ pub enum Predicate {
 }
 
 impl Predicate {
-    pub fn eval<'a>(&self, rec: &'a Json<'a>, cache: &mut JsonCache) -> bool {
-        let text = |p: &Path, cache: &mut JsonCache| -> Option<String> {
+    pub fn eval<'a>(&self, rec: &'a Json<'a>, cache: &mut Scratch) -> bool {
+        let text = |p: &Path, cache: &mut Scratch| -> Option<String> {
             p.resolve(rec, cache).map(|v| v.to_text().into_owned())
         };
         match self {
@@ -121,7 +122,7 @@ mod tests {
     fn evaluation() {
         let text = json!({"category": "AdvancedHunting-DeviceInfo", "n": 3, "p": {"A": "{\"d\":\"Out\"}"}}).to_string();
         let rec = Json::parse(&text).unwrap();
-        let mut c = JsonCache::default();
+        let mut c = Scratch::default();
         assert!(
             Predicate::Equals(p("category"), "AdvancedHunting-DeviceInfo".into())
                 .eval(&rec, &mut c)

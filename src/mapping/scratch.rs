@@ -1,0 +1,76 @@
+//! Per-worker state reused from one record to the next: JSON parsed out of strings while one
+//! record is mapped, and each family's last record shape.
+
+use super::family::Member;
+use super::value::snake_case;
+use crate::json::Json;
+
+/// One translator worker's scratch state. Not shared between threads.
+#[derive(Default)]
+pub struct Scratch {
+    parsed: Vec<(usize, Option<Json<'static>>)>,
+    shapes: Vec<(usize, Shape)>,
+}
+
+/// The members of the last record of a family, in order, with what each name resolved to.
+/// Records of one table arrive with the same columns in the same order, so the next record's
+/// names are checked against these with one string compare each instead of a hash lookup.
+#[derive(Default)]
+pub struct Shape {
+    names: Vec<(Box<str>, Member, Option<Box<str>>)>,
+}
+
+impl Scratch {
+    /// Forgets the JSON parsed for the previous record.
+    pub fn clear(&mut self) {
+        self.parsed.clear();
+    }
+
+    /// `s` parsed as JSON, once per record (strings are told apart by address).
+    pub(super) fn parsed(&mut self, s: &str) -> Option<&Json<'static>> {
+        let key = s.as_ptr() as usize;
+        let at = match self.parsed.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.parsed.push((key, Json::parse_owned(s)));
+                self.parsed.len() - 1
+            }
+        };
+        self.parsed[at].1.as_ref()
+    }
+
+    pub(super) fn shape(&mut self, family: usize) -> &mut Shape {
+        let at = match self.shapes.iter().position(|(f, _)| *f == family) {
+            Some(i) => i,
+            None => {
+                self.shapes.push((family, Shape::default()));
+                self.shapes.len() - 1
+            }
+        };
+        &mut self.shapes[at].1
+    }
+}
+
+impl Shape {
+    /// What the `i`-th member name resolves to (and its snake_case name when it is not a known
+    /// column), using `lookup` only when the name differs from the last record's.
+    pub(super) fn resolve(
+        &mut self,
+        i: usize,
+        name: &str,
+        lookup: impl FnOnce(&str) -> Member,
+    ) -> (Member, Option<&str>) {
+        let hit = self.names.get(i).is_some_and(|(n, _, _)| **n == *name);
+        if !hit {
+            self.names.truncate(i);
+            let m = lookup(name);
+            let snake = m
+                .column
+                .is_none()
+                .then(|| snake_case(name).into_boxed_str());
+            self.names.push((Box::from(name), m, snake));
+        }
+        let (_, m, snake) = &self.names[i];
+        (*m, snake.as_deref())
+    }
+}
