@@ -125,13 +125,28 @@ fn reused_worker_state_gives_the_same_output_as_fresh_state() {
     ];
     let t = translator(MappingSet::embedded().expect("mappings"));
     let origin: std::sync::Arc<str> = std::sync::Arc::from("mixed");
-    let formats = [defender_dsm::translate::Format::Leef, defender_dsm::translate::Format::Ecs];
+    let formats = [
+        defender_dsm::translate::Format::Leef,
+        defender_dsm::translate::Format::Ecs,
+    ];
     let mut together = Vec::new();
     let mut counts = Default::default();
-    t.text(&records.join("\n"), &origin, None, &formats, &mut together, &mut counts).expect("decodes");
+    t.text(
+        &records.join("\n"),
+        &origin,
+        None,
+        &formats,
+        &mut together,
+        &mut counts,
+    )
+    .expect("decodes");
     let mut separate = Vec::new();
     for r in records {
-        t.text(r, &origin, None, &formats, &mut separate, &mut counts).expect("decodes");
+        t.text(r, &origin, None, &formats, &mut separate, &mut counts)
+            .expect("decodes");
     }
-    assert_eq!(String::from_utf8(together).unwrap(), String::from_utf8(separate).unwrap());
+    assert_eq!(
+        String::from_utf8(together).unwrap(),
+        String::from_utf8(separate).unwrap()
+    );
 }

@@ -102,3 +102,47 @@ fn include_of_a_missing_set_and_duplicate_unconditional_leef_keys() {
         "{err}"
     );
 }
+
+const FALLBACK: &str = r#"<dsm-mapping family="any-streaming">
+  <select source="eventhub" fallback="true"/>
+  <event-name path="properties.ActionType|category"/>
+  <event-category path="category"/>
+  <device-time path="properties.Timestamp|time"/>
+  <event-map><default qid-name="Defender event" severity="3" low-level-category="8052"/></event-map>
+</dsm-mapping>
+"#;
+
+#[test]
+fn a_fallback_family_takes_what_no_specific_family_claims() {
+    use defender_dsm::json::Json;
+    use defender_dsm::mapping::scratch::Scratch;
+    let set = load(&[("a.xml", GOOD), ("fallback.xml", FALLBACK)])
+        .expect("a specific family and a fallback coexist");
+    let pick = |text: &str| {
+        let rec = Json::parse(text).expect("json");
+        set.select(
+            defender_dsm::event::SourceKind::EventHub,
+            &rec,
+            &mut Scratch::default(),
+        )
+        .map(|f| f.name.clone())
+    };
+    assert_eq!(
+        pick(r#"{"category":"AdvancedHunting-A","properties":{}}"#).as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        pick(r#"{"category":"AdvancedHunting-Future","properties":{}}"#).as_deref(),
+        Some("any-streaming")
+    );
+
+    let second = FALLBACK.replace("any-streaming", "second-fallback");
+    let err =
+        load(&[("fallback.xml", FALLBACK), ("second.xml", &second)]).expect_err("two fallbacks");
+    assert!(
+        err.contains(
+            "family `second-fallback` is a fallback for the same source as family `any-streaming`"
+        ),
+        "{err}"
+    );
+}
