@@ -12,7 +12,7 @@ use super::family::{Family, MemberIndex, Selector, Source};
 use super::fields::Builder;
 use super::path::Path;
 use super::predicate::Predicate;
-use super::value::LookupTable;
+use super::steps::LookupTable;
 use super::xml::{Element, Pos};
 use crate::event::SourceKind;
 use crate::format::ecs::EcsPlan;

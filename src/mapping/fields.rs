@@ -9,7 +9,7 @@ use super::compile::{bool_attr, compile_when, one_line, Ctx, FieldSets, RESERVED
 use super::family::{Carry, Rule, Source};
 use super::path::Path;
 use super::predicate::Predicate;
-use super::value::{fuse, LookupTable, Step};
+use super::steps::{fuse, LookupTable, Step};
 use super::xml::{Element, Pos};
 use crate::format::ecs::EcsPlan;
 

@@ -9,6 +9,7 @@ mod fields;
 pub mod path;
 pub mod predicate;
 pub mod scratch;
+pub mod steps;
 pub mod time;
 pub mod value;
 pub mod xml;

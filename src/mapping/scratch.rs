@@ -2,7 +2,7 @@
 //! record is mapped, and each family's last record shape.
 
 use super::family::Member;
-use super::value::snake_case;
+use super::steps::snake_case;
 use crate::json::Json;
 
 /// One translator worker's scratch state. Not shared between threads.

@@ -1,0 +1,604 @@
+//! The conversion steps a mapping file can apply to a value (`convert="..."`), and the lookup
+//! tables they use.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::time::Timestamp;
+use super::value::{JsonVal, Val};
+use crate::json::Json;
+
+/// A lookup table from a mapping file.
+#[derive(Debug)]
+pub struct LookupTable {
+    pub id: String,
+    pub entries: HashMap<String, String>,
+    pub case_insensitive: bool,
+    pub default: Option<String>,
+}
+
+impl LookupTable {
+    fn get(&self, key: &str) -> Option<&str> {
+        let hit = if self.case_insensitive {
+            self.entries.get(&key.to_lowercase())
+        } else {
+            self.entries.get(key)
+        };
+        hit.or(self.default.as_ref()).map(String::as_str)
+    }
+}
+
+/// One conversion step of a field's `convert` list, applied left to right.
+#[derive(Debug, Clone)]
+pub enum Step {
+    String,
+    Int,
+    Float,
+    Bool,
+    Timestamp,
+    Ip,
+    Lowercase,
+    Uppercase,
+    Trim,
+    Json,
+    SnakeKeys,
+    Args,
+    Count,
+    First,
+    List,
+    Unique,
+    Basename,
+    Dirname,
+    Url,
+    Split(String),
+    Join(String),
+    Lookup(Arc<LookupTable>),
+    /// `args count` fused at compile time: counts the words without building the list.
+    ArgCount,
+}
+
+/// The step names a mapping file may use, for diagnostics and the authors' README.
+pub const STEP_NAMES: &[&str] = &[
+    "string",
+    "int",
+    "float",
+    "bool",
+    "timestamp",
+    "ip",
+    "lowercase",
+    "uppercase",
+    "trim",
+    "json",
+    "snake-keys",
+    "args",
+    "count",
+    "first",
+    "list",
+    "unique",
+    "basename",
+    "dirname",
+    "url",
+    "split:SEP",
+    "join:SEP",
+    "lookup:TABLE",
+];
+
+/// Rewrites step sequences that have a cheaper equivalent.
+pub fn fuse(steps: Vec<Step>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    for s in steps {
+        match (out.last(), &s) {
+            (Some(Step::Args), Step::Count) => {
+                out.pop();
+                out.push(Step::ArgCount);
+            }
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+impl Step {
+    /// Parses a step name; `lookup` tables are resolved by the caller.
+    pub fn parse(
+        word: &str,
+        table: impl Fn(&str) -> Option<Arc<LookupTable>>,
+    ) -> Result<Step, String> {
+        let (name, arg) = match word.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (word, None),
+        };
+        let sep = |a: Option<&str>| -> Result<String, String> {
+            match a {
+                Some("space") => Ok(" ".into()),
+                Some("tab") => Ok("\t".into()),
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(format!(
+                    "`{name}` needs a separator, as in `{name}:;` or `{name}:space`"
+                )),
+            }
+        };
+        Ok(match name {
+            "string" => Step::String,
+            "int" => Step::Int,
+            "float" => Step::Float,
+            "bool" => Step::Bool,
+            "timestamp" => Step::Timestamp,
+            "ip" => Step::Ip,
+            "lowercase" => Step::Lowercase,
+            "uppercase" => Step::Uppercase,
+            "trim" => Step::Trim,
+            "json" => Step::Json,
+            "snake-keys" => Step::SnakeKeys,
+            "args" => Step::Args,
+            "count" => Step::Count,
+            "first" => Step::First,
+            "list" => Step::List,
+            "unique" => Step::Unique,
+            "basename" => Step::Basename,
+            "dirname" => Step::Dirname,
+            "url" => Step::Url,
+            "split" => Step::Split(sep(arg)?),
+            "join" => Step::Join(sep(arg)?),
+            "lookup" => {
+                let id = arg.ok_or("`lookup` needs a table id, as in `lookup:severity`")?;
+                Step::Lookup(table(id).ok_or_else(|| {
+                    format!("no lookup table `{id}` in this family or the sets it includes")
+                })?)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown conversion `{word}` (known: {})",
+                    STEP_NAMES.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// Applies the step. `Ok(None)` means the value became absent (e.g. `-` as an IP).
+    pub fn apply<'a>(&self, v: Val<'a>) -> Result<Option<Val<'a>>, String> {
+        match self {
+            Step::ArgCount => Ok(match &v {
+                Val::Str(s) => Some(Val::Int(s.split_whitespace().count() as i64)),
+                _ => Step::Count.apply(v)?,
+            }),
+            Step::Count => Ok(Some(Val::Int(match &v {
+                Val::List(l) => l.len() as i64,
+                Val::Json(j) => j.as_array().map_or(1, |a| a.len() as i64),
+                _ => 1,
+            }))),
+            Step::First => Ok(match v {
+                Val::List(l) => l.into_iter().next(),
+                Val::Json(JsonVal::Borrowed(Json::Array(a))) => a.first().and_then(Val::from_json),
+                Val::Json(JsonVal::Owned(Json::Array(a))) => {
+                    a.into_iter().next().and_then(Val::from_owned_json)
+                }
+                other => Some(other),
+            }),
+            Step::List => Ok(Some(match v {
+                Val::List(l) => Val::List(l),
+                other => Val::List(vec![other]),
+            })),
+            Step::Unique => Ok(Some(match v {
+                Val::List(l) => {
+                    let mut out: Vec<Val> = Vec::with_capacity(l.len());
+                    for x in l {
+                        if !out.contains(&x) {
+                            out.push(x);
+                        }
+                    }
+                    Val::List(out)
+                }
+                other => other,
+            })),
+            Step::Join(sep) => Ok(Some(match v {
+                Val::List(l) => {
+                    let parts: Vec<_> = l.iter().map(|x| x.to_text().into_owned()).collect();
+                    Val::Str(Cow::Owned(parts.join(sep)))
+                }
+                other => other,
+            })),
+            Step::Split(sep) => Ok(match v {
+                Val::Str(s) => pieces(s, Some(sep)),
+                other => Some(other),
+            }),
+            Step::Args => Ok(match v {
+                Val::Str(s) => pieces(s, None),
+                other => Some(other),
+            }),
+            _ => match v {
+                Val::List(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for item in items {
+                        if let Some(x) = self.scalar(item)? {
+                            out.push(x);
+                        }
+                    }
+                    Ok((!out.is_empty()).then_some(Val::List(out)))
+                }
+                other => self.scalar(other),
+            },
+        }
+    }
+
+    fn scalar<'a>(&self, v: Val<'a>) -> Result<Option<Val<'a>>, String> {
+        let text_of = |v: &Val| v.to_text().into_owned();
+        Ok(Some(match self {
+            Step::String => match v {
+                Val::Str(s) => Val::Str(s),
+                other => Val::Str(Cow::Owned(text_of(&other))),
+            },
+            Step::Int => match v {
+                Val::Int(_) | Val::UInt(_) => v,
+                Val::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Val::Int(f as i64),
+                Val::Bool(b) => Val::Int(i64::from(b)),
+                Val::Str(ref s) => {
+                    let t = s.trim();
+                    match (t.parse::<i64>(), t.parse::<u64>()) {
+                        (Ok(i), _) => Val::Int(i),
+                        (_, Ok(u)) => Val::UInt(u),
+                        _ => return Err(format!("`{t}` is not an integer")),
+                    }
+                }
+                other => return Err(format!("`{}` is not an integer", text_of(&other))),
+            },
+            Step::Float => match v {
+                Val::Int(i) => Val::Float(i as f64),
+                Val::UInt(u) => Val::Float(u as f64),
+                Val::Float(_) => v,
+                Val::Str(ref s) => Val::Float(
+                    s.trim()
+                        .parse::<f64>()
+                        .map_err(|_| format!("`{s}` is not a number"))?,
+                ),
+                other => return Err(format!("`{}` is not a number", text_of(&other))),
+            },
+            Step::Bool => match v {
+                Val::Bool(_) => v,
+                Val::Int(0) | Val::UInt(0) => Val::Bool(false),
+                Val::Int(1) | Val::UInt(1) => Val::Bool(true),
+                Val::Str(ref s) => match s.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => Val::Bool(true),
+                    "false" | "0" | "no" => Val::Bool(false),
+                    _ => return Err(format!("`{s}` is not a boolean")),
+                },
+                other => return Err(format!("`{}` is not a boolean", text_of(&other))),
+            },
+            Step::Timestamp => match v {
+                Val::Time(_) => v,
+                Val::Str(ref s) => Val::Time(
+                    Timestamp::parse(s).ok_or_else(|| format!("`{s}` is not a timestamp"))?,
+                ),
+                other => return Err(format!("`{}` is not a timestamp", text_of(&other))),
+            },
+            Step::Ip => {
+                let text = v.to_text();
+                let t = text.trim().trim_start_matches('[').trim_end_matches(']');
+                if t == "-" || t.is_empty() {
+                    return Ok(None);
+                }
+                // The standard parser accepts only the canonical dotted-quad for IPv4, so only
+                // IPv6 (case, zero runs) can need rewriting.
+                let canonical = match t.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(_)) if t.len() == text.len() => None,
+                    Ok(ip) => Some(ip.to_string()).filter(|c| *c != *text),
+                    Err(_) => return Err(format!("`{text}` is not an IP address")),
+                };
+                match canonical {
+                    Some(c) => Val::Str(Cow::Owned(c)),
+                    None if t.len() == text.len() => v,
+                    None => Val::Str(Cow::Owned(t.to_string())),
+                }
+            }
+            Step::Lowercase => map_str(v, |s| {
+                (s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii())
+                    .then(|| s.to_lowercase())
+            }),
+            Step::Uppercase => map_str(v, |s| {
+                (s.bytes().any(|b| b.is_ascii_lowercase()) || !s.is_ascii())
+                    .then(|| s.to_uppercase())
+            }),
+            Step::Trim => {
+                let trimmed = map_str(v, |s| {
+                    (s.trim().len() != s.len()).then(|| s.trim().to_string())
+                });
+                if trimmed.as_str() == Some("") {
+                    return Ok(None);
+                }
+                trimmed
+            }
+            Step::Json => match v {
+                Val::Str(ref s) => match Json::parse_owned(s) {
+                    Some(parsed) => return Ok(Val::from_owned_json(parsed)),
+                    None => v,
+                },
+                other => other,
+            },
+            Step::SnakeKeys => match v {
+                Val::Json(j) => Val::Json(JsonVal::Owned(snake_keys(&j))),
+                other => other,
+            },
+            Step::Basename => map_str(v, |s| s.rfind(['\\', '/']).map(|i| s[i + 1..].to_string())),
+            Step::Dirname => match v {
+                Val::Str(ref s) => match s.rfind(['\\', '/']) {
+                    Some(0) => Val::Str(Cow::Owned(s[..1].to_string())),
+                    Some(i) => Val::Str(Cow::Owned(s[..i].to_string())),
+                    None => return Ok(None),
+                },
+                other => other,
+            },
+            Step::Url => match v {
+                Val::Str(ref s) => match url_parts(s) {
+                    Some(obj) => Val::Json(JsonVal::Owned(obj)),
+                    None => return Err(format!("`{s}` is not a URL")),
+                },
+                other => other,
+            },
+            Step::Lookup(table) => match table.get(&v.to_text()) {
+                Some(hit) if !hit.is_empty() => Val::Str(Cow::Owned(hit.to_string())),
+                _ => return Ok(None),
+            },
+            Step::Count
+            | Step::First
+            | Step::List
+            | Step::Unique
+            | Step::Join(_)
+            | Step::Split(_)
+            | Step::Args
+            | Step::ArgCount => v,
+        }))
+    }
+}
+
+/// Splits a string into list items (on `sep`, trimmed, or on whitespace), borrowing from the
+/// record when the string does.
+fn pieces<'a>(s: Cow<'a, str>, sep: Option<&str>) -> Option<Val<'a>> {
+    fn split<'t>(t: &'t str, sep: Option<&str>) -> Vec<&'t str> {
+        match sep {
+            Some(sep) => t
+                .split(sep)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect(),
+            None => t.split_whitespace().collect(),
+        }
+    }
+    let items: Vec<Val<'a>> = match s {
+        Cow::Borrowed(b) => split(b, sep)
+            .into_iter()
+            .map(|p| Val::Str(Cow::Borrowed(p)))
+            .collect(),
+        Cow::Owned(o) => split(&o, sep)
+            .into_iter()
+            .map(|p| Val::Str(Cow::Owned(p.to_string())))
+            .collect(),
+    };
+    (!items.is_empty()).then_some(Val::List(items))
+}
+
+fn map_str<'a>(v: Val<'a>, f: impl FnOnce(&str) -> Option<String>) -> Val<'a> {
+    match v {
+        Val::Str(s) => match f(&s) {
+            Some(changed) => Val::Str(Cow::Owned(changed)),
+            None => Val::Str(s),
+        },
+        other => other,
+    }
+}
+
+/// `InitiatingProcessId` -> `initiating_process_id`; `SHA1` -> `sha1`; `ISP` -> `isp`.
+pub fn snake_case(s: &str) -> String {
+    if !s.is_ascii() {
+        return snake_case_chars(s);
+    }
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len() + 6);
+    for (i, &c) in b.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = i.checked_sub(1).map(|j| b[j]);
+            let next = b.get(i + 1).copied();
+            let boundary = match prev {
+                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                _ => false,
+            };
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(char::from(c.to_ascii_lowercase()));
+        } else if matches!(c, b'-' | b' ' | b'.') {
+            out.push('_');
+        } else {
+            out.push(char::from(c));
+        }
+    }
+    datetime_suffix(out)
+}
+
+/// The general form of [`snake_case`], for names with non-ASCII letters. Column names are ASCII
+/// and this runs for every unknown column of every record, so the byte version above avoids the
+/// per-call `Vec<char>`.
+fn snake_case_chars(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1).copied();
+            let boundary = match prev {
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(char::is_lowercase),
+                _ => false,
+            };
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else if c == '-' || c == ' ' || c == '.' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    datetime_suffix(out)
+}
+
+/// Graph's `createdDateTime` is `created_datetime` in Elastic's layout, not `created_date_time`.
+fn datetime_suffix(out: String) -> String {
+    if out.contains("_date_time") {
+        out.replace("_date_time", "_datetime")
+    } else {
+        out
+    }
+}
+
+fn snake_keys(v: &Json) -> Json<'static> {
+    match v {
+        Json::Object(o) => Json::Object(
+            o.iter()
+                .filter(|(k, _)| !k.starts_with("@odata"))
+                .map(|(k, x)| (Cow::Owned(snake_case(k)), snake_keys(x)))
+                .collect(),
+        ),
+        Json::Array(a) => Json::Array(a.iter().map(snake_keys).collect()),
+        other => other.clone().into_owned(),
+    }
+}
+
+/// Splits a URL into the ECS `url.*` parts (original, scheme, domain, port, path, query, fragment).
+fn url_parts(s: &str) -> Option<Json<'static>> {
+    let (scheme, rest) = s.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return None;
+    }
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (rest, None),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (domain, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (host_port, None),
+        },
+        _ => (host_port, None),
+    };
+    let text = |x: &str| Json::Str(Cow::Owned(x.to_string()));
+    let mut members: Vec<(Cow<'static, str>, Json<'static>)> = Vec::with_capacity(7);
+    let mut put = |k: &'static str, v: Json<'static>| members.push((Cow::Borrowed(k), v));
+    put("original", text(s));
+    put("scheme", text(scheme));
+    if !domain.is_empty() {
+        put(
+            "domain",
+            text(domain.trim_start_matches('[').trim_end_matches(']')),
+        );
+    }
+    if let Some(p) = port {
+        put("port", Json::Int(i64::from(p)));
+    }
+    if !path.is_empty() {
+        put("path", text(path));
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        put("query", text(q));
+    }
+    if let Some(f) = fragment.filter(|f| !f.is_empty()) {
+        put("fragment", text(f));
+    }
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(Json::Object(members))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Val<'static> {
+        Val::Str(Cow::Owned(x.to_string()))
+    }
+
+    fn run(step: Step, v: Val<'static>) -> Result<Option<Val<'static>>, String> {
+        step.apply(v)
+    }
+
+    #[test]
+    fn lenient_scalars() {
+        assert_eq!(run(Step::Int, s(" 42 ")).unwrap(), Some(Val::Int(42)));
+        assert_eq!(
+            run(Step::Int, s("18446744073709551615")).unwrap(),
+            Some(Val::UInt(u64::MAX))
+        );
+        assert!(run(Step::Int, s("4x")).is_err());
+        assert_eq!(run(Step::Bool, s("0")).unwrap(), Some(Val::Bool(false)));
+        assert_eq!(run(Step::Bool, Val::Int(1)).unwrap(), Some(Val::Bool(true)));
+        assert_eq!(run(Step::String, Val::Int(2833)).unwrap(), Some(s("2833")));
+        assert_eq!(run(Step::Ip, s("-")).unwrap(), None);
+        assert_eq!(
+            run(Step::Ip, s("::FFFF:10.0.0.1")).unwrap(),
+            Some(s("::ffff:10.0.0.1"))
+        );
+        assert!(run(Step::Ip, s("10.0.0.300")).is_err());
+    }
+
+    #[test]
+    fn list_steps() {
+        let args = run(Step::Args, s("svchost.exe -k  DcomLaunch"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            args,
+            Val::List(vec![s("svchost.exe"), s("-k"), s("DcomLaunch")])
+        );
+        assert_eq!(run(Step::Count, args.clone()).unwrap(), Some(Val::Int(3)));
+        assert_eq!(run(Step::First, args).unwrap(), Some(s("svchost.exe")));
+        let split = run(Step::Split(";".into()), s("a; b;;c")).unwrap().unwrap();
+        assert_eq!(split, Val::List(vec![s("a"), s("b"), s("c")]));
+        let lower = run(Step::Lowercase, split).unwrap().unwrap();
+        assert_eq!(lower, Val::List(vec![s("a"), s("b"), s("c")]));
+    }
+
+    #[test]
+    fn names_paths_and_urls() {
+        assert_eq!(
+            snake_case("InitiatingProcessAccountSid"),
+            "initiating_process_account_sid"
+        );
+        assert_eq!(snake_case("SHA1"), "sha1");
+        assert_eq!(snake_case("ISP"), "isp");
+        assert_eq!(snake_case("IPAddress"), "ip_address");
+        assert_eq!(snake_case("mdeDeviceId"), "mde_device_id");
+        assert_eq!(snake_case("createdDateTime"), "created_datetime");
+        assert_eq!(snake_case("ÄrgerÜber"), "ärger_über");
+        assert_eq!(
+            run(Step::Basename, s(r"C:\a\b.exe")).unwrap(),
+            Some(s("b.exe"))
+        );
+        assert_eq!(
+            run(Step::Dirname, s("/usr/bin/ls")).unwrap(),
+            Some(s("/usr/bin"))
+        );
+        let url = run(Step::Url, s("https://h.example:8443/a/b?x=1#f"))
+            .unwrap()
+            .unwrap();
+        let Val::Json(j) = url else { panic!() };
+        assert_eq!(j.get("domain").and_then(Json::as_str), Some("h.example"));
+        assert_eq!(j.get("port"), Some(&Json::Int(8443)));
+        assert_eq!(j.get("path").and_then(Json::as_str), Some("/a/b"));
+        assert_eq!(j.get("query").and_then(Json::as_str), Some("x=1"));
+    }
+}
