@@ -335,7 +335,7 @@ fn collect_tables(
 }
 
 fn compile_table(ctx: &mut Ctx, el: &Element) -> Option<LookupTable> {
-    ctx.allow(el, &["id", "case-insensitive", "default"]);
+    ctx.allow(el, &["id", "case-insensitive", "default", "keep-unmatched"]);
     let id = ctx.required(el, "id")?.to_string();
     let case_insensitive = bool_attr(ctx, el, "case-insensitive");
     let mut entries = HashMap::new();
@@ -365,6 +365,7 @@ fn compile_table(ctx: &mut Ctx, el: &Element) -> Option<LookupTable> {
         entries,
         case_insensitive,
         default: el.get("default").map(String::from),
+        keep_unmatched: bool_attr(ctx, el, "keep-unmatched"),
     })
 }
 

@@ -17,6 +17,8 @@ pub struct LookupTable {
     pub entries: HashMap<String, String>,
     pub case_insensitive: bool,
     pub default: Option<String>,
+    /// A key with no entry and no default keeps its own value instead of becoming absent.
+    pub keep_unmatched: bool,
 }
 
 impl LookupTable {
@@ -338,7 +340,9 @@ impl Step {
             },
             Step::Lookup(table) => match table.get(&v.to_text()) {
                 Some(hit) if !hit.is_empty() => Val::Str(Cow::Owned(hit.to_string())),
-                _ => return Ok(None),
+                Some(_) => return Ok(None),
+                None if table.keep_unmatched => v,
+                None => return Ok(None),
             },
             Step::Count
             | Step::First
