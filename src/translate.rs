@@ -127,9 +127,28 @@ impl Translator {
         out: &mut Vec<u8>,
         counts: &mut Counts,
     ) -> Result<(), DecodeError> {
+        self.text_flushing(text, origin, forced, formats, out, counts, |_| {})
+    }
+
+    /// Same as [`Translator::text`], handing `out` to `flush` whenever it holds 64 KiB or more,
+    /// so that a large input is not held twice in memory. `flush` empties what it has taken.
+    #[allow(clippy::too_many_arguments)]
+    pub fn text_flushing(
+        &self,
+        text: &str,
+        origin: &Arc<str>,
+        forced: Option<SourceKind>,
+        formats: &[Format],
+        out: &mut Vec<u8>,
+        counts: &mut Counts,
+        mut flush: impl FnMut(&mut Vec<u8>),
+    ) -> Result<(), DecodeError> {
         let mut cache = Scratch::default();
         decode_text(text, origin, forced, |rec| {
-            self.record(&rec, formats, &mut cache, out, counts)
+            self.record(&rec, formats, &mut cache, out, counts);
+            if out.len() >= 1 << 16 {
+                flush(out);
+            }
         })
         .map(|_| ())
     }

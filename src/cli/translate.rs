@@ -7,9 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::{MappingArgs, RenderArgs};
-use crate::decode::decode_text;
 use crate::event::SourceKind;
-use crate::mapping::scratch::Scratch;
 use crate::mapping::MapOptions;
 use crate::translate::{Counts, Format, Translator};
 
@@ -84,17 +82,22 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        // Output goes out in chunks as records are translated, so a large input is not held
-        // twice in memory; the first write error stops the output.
-        let mut cache = Scratch::default();
+        // The first write error stops the output.
         let mut write_error = None;
-        let result = decode_text(&text, &origin, forced, |rec| {
-            translator.record(&rec, &[format], &mut cache, &mut out, &mut counts);
-            if out.len() >= 1 << 16 && write_error.is_none() {
-                write_error = stdout.write_all(&out).err();
-                out.clear();
-            }
-        });
+        let result = translator.text_flushing(
+            &text,
+            &origin,
+            forced,
+            &[format],
+            &mut out,
+            &mut counts,
+            |buf| {
+                if write_error.is_none() {
+                    write_error = stdout.write_all(buf).err();
+                }
+                buf.clear();
+            },
+        );
         if let Some(e) = write_error {
             return Err(e).context("writing to stdout");
         }

@@ -27,6 +27,20 @@ const FIELD_ATTRS: &[&str] = &[
 ];
 
 impl Builder {
+    /// The element's `convert` list, resolved against the family's lookup tables.
+    fn steps(&self, ctx: &mut Ctx, el: &Element) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if let Some(a) = el.attr("convert") {
+            for word in a.value.split_whitespace() {
+                match Step::parse(word, |id| self.tables.get(id).cloned()) {
+                    Ok(s) => steps.push(s),
+                    Err(e) => ctx.err(el, a.pos, e),
+                }
+            }
+        }
+        fuse(steps)
+    }
+
     pub(super) fn header_rule(&mut self, ctx: &mut Ctx, el: &Element) -> Option<Rule> {
         ctx.allow(
             el,
@@ -179,20 +193,12 @@ impl Builder {
         if el.attr("capture").is_some() && el.attr("regex").is_none() {
             ctx.err(el, el.pos, "`capture` goes with `regex`");
         }
-        let mut steps = Vec::new();
-        if let Some(a) = el.attr("convert") {
-            for word in a.value.split_whitespace() {
-                match Step::parse(word, |id| self.tables.get(id).cloned()) {
-                    Ok(s) => steps.push(s),
-                    Err(e) => ctx.err(el, a.pos, e),
-                }
-            }
-        }
+        let steps = self.steps(ctx, el);
         let required = bool_attr(ctx, el, "required");
         let mut rule = Rule {
             sources,
             regex,
-            steps: fuse(steps),
+            steps,
             default: el.get("default").map(String::from),
             when,
             required,
@@ -306,15 +312,7 @@ impl Builder {
                 else {
                     continue;
                 };
-                let mut steps = Vec::new();
-                if let Some(a) = c.attr("convert") {
-                    for word in a.value.split_whitespace() {
-                        match Step::parse(word, |id| self.tables.get(id).cloned()) {
-                            Ok(st) => steps.push(st),
-                            Err(e) => inner.err(c, a.pos, e),
-                        }
-                    }
-                }
+                let steps = self.steps(&mut inner, c);
                 match self.plan.slot(&format!("{prefix}.{target}")) {
                     Ok(slot) => {
                         if names.iter().any(|(n, _)| n == name) {
