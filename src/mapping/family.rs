@@ -46,6 +46,16 @@ pub enum Source {
     /// A member of the indexed object (the `<carry>` path), then the rest of the path.
     Member(usize, Path),
     Const(String),
+    /// Text with `{path}` holes; absent when any hole has no value.
+    Template(Vec<Piece>),
+    /// Nanoseconds from the first timestamp to the second (ECS `event.duration`).
+    Duration(Path, Path),
+}
+
+#[derive(Debug)]
+pub enum Piece {
+    Text(String),
+    Hole(Path),
 }
 
 /// Word-at-a-time multiplicative hash (the rustc "Fx" scheme): column names are 10-40 bytes and
@@ -163,6 +173,19 @@ impl Rule {
                     None => None,
                 },
                 Source::Const(c) => Some(Val::Str(Cow::Borrowed(c))),
+                Source::Template(pieces) => fill(pieces, rec, cache),
+                Source::Duration(from, to) => {
+                    let at = |p: &Path, cache: &mut Scratch| {
+                        p.resolve(rec, cache)
+                            .and_then(|v| Timestamp::parse(&v.to_text()))
+                    };
+                    match (at(from, cache), at(to, cache)) {
+                        (Some(a), Some(b)) => {
+                            Some(Val::Int(b.unix_nanos().saturating_sub(a.unix_nanos())))
+                        }
+                        _ => None,
+                    }
+                }
             };
             if v.is_some() {
                 break;
@@ -217,6 +240,17 @@ impl Rule {
             _ => None,
         }
     }
+}
+
+fn fill<'a>(pieces: &[Piece], rec: &'a Json<'a>, cache: &mut Scratch) -> Option<Val<'a>> {
+    let mut out = String::new();
+    for p in pieces {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Hole(path) => out.push_str(&path.resolve(rec, cache)?.to_text()),
+        }
+    }
+    Some(Val::Str(Cow::Owned(out)))
 }
 
 /// QRadar and ECS classification of one event id.
@@ -346,6 +380,9 @@ impl Family {
         let mut ecs = EcsValues::new(self.plan.slot_count());
         let mut leef: Vec<(&'a str, Val<'a>)> = Vec::with_capacity(self.leef_keys + 4);
         let mut leef_seen = vec![false; self.leef_keys];
+        // A field that sets event.category/event.type replaces the event map's words; fields
+        // that append to them add to those words.
+        let mut ruled = (false, false);
         for rule in &self.rules {
             let v = match rule.eval(rec, &args, cache, &mut errors) {
                 Eval::Value(v) => v,
@@ -375,6 +412,8 @@ impl Family {
             };
             for &slot in &rule.ecs {
                 if !ecs.is_set(slot) {
+                    ruled.0 |= slot == self.category_slot;
+                    ruled.1 |= slot == self.type_slot;
                     if let Some(x) = give(&mut left) {
                         ecs.set(slot, x);
                     }
@@ -409,11 +448,11 @@ impl Family {
                         .collect(),
                 )
             };
-            if !ecs.is_set(self.category_slot) && !d.ecs_category.is_empty() {
-                ecs.set(self.category_slot, words(&d.ecs_category));
+            if !ruled.0 && !d.ecs_category.is_empty() {
+                ecs.append(self.category_slot, &words(&d.ecs_category));
             }
-            if !ecs.is_set(self.type_slot) && !d.ecs_type.is_empty() {
-                ecs.set(self.type_slot, words(&d.ecs_type));
+            if !ruled.1 && !d.ecs_type.is_empty() {
+                ecs.append(self.type_slot, &words(&d.ecs_type));
             }
         }
         ecs.set(self.timestamp_slot, Val::Time(time));

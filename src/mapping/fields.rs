@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::compile::{bool_attr, compile_when, one_line, Ctx, FieldSets, RESERVED_LEEF};
-use super::family::{Carry, Rule, Source};
+use super::family::{Carry, Piece, Rule, Source};
 use super::path::Path;
 use super::predicate::Predicate;
 use super::steps::{fuse, LookupTable, Step};
@@ -23,7 +23,8 @@ pub(super) struct Builder {
 }
 
 const FIELD_ATTRS: &[&str] = &[
-    "path", "value", "regex", "capture", "convert", "default", "leef", "ecs", "append", "required",
+    "path", "value", "template", "duration", "regex", "capture", "convert", "default", "leef",
+    "ecs", "append", "required",
 ];
 
 impl Builder {
@@ -155,8 +156,32 @@ impl Builder {
             }
             sources.push(Source::Const(v.to_string()));
         }
-        if sources.is_empty() && el.attr("path").is_none() {
-            ctx.err(el, el.pos, "needs `path` or `value`");
+        if let Some(a) = el.attr("template") {
+            match template(&a.value) {
+                Ok(pieces) => sources.push(Source::Template(pieces)),
+                Err(e) => ctx.err(el, a.pos, e),
+            }
+        }
+        if let Some(a) = el.attr("duration") {
+            let paths: Vec<_> = a.value.split_whitespace().map(Path::parse).collect();
+            match paths.as_slice() {
+                [Ok(from), Ok(to)] => sources.push(Source::Duration(from.clone(), to.clone())),
+                _ => ctx.err(
+                    el,
+                    a.pos,
+                    "`duration` takes two paths, start and end: duration=\"firstEventTime lastEventTime\"",
+                ),
+            }
+        }
+        let given = ["path", "value", "template", "duration"]
+            .iter()
+            .filter(|k| el.attr(k).is_some())
+            .count();
+        if given > 1 && !(given == 2 && el.attr("value").is_some() && el.attr("path").is_some()) {
+            ctx.err(el, el.pos, "`path`, `value`, `template` and `duration` exclude each other");
+        }
+        if sources.is_empty() && given == 0 {
+            ctx.err(el, el.pos, "needs `path`, `value`, `template` or `duration`");
             return None;
         }
         let regex = match el.attr("regex") {
@@ -210,6 +235,8 @@ impl Builder {
             what: el
                 .get("path")
                 .or(el.get("value"))
+                .or(el.get("template"))
+                .or(el.get("duration"))
                 .unwrap_or_default()
                 .to_string(),
             file: ctx.file.to_string(),
@@ -257,6 +284,46 @@ impl Builder {
         Some(rule)
     }
 
+}
+
+/// `"Found in {a.b} {c}"` -> text and path pieces; `{{` and `}}` are literal braces.
+fn template(text: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut lit = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(['{', '}']) {
+        lit.push_str(&rest[..i]);
+        let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+        if after.as_bytes().first() == Some(&c) {
+            lit.push(c as char);
+            rest = &after[1..];
+            continue;
+        }
+        if c == b'}' {
+            return Err("`}` without `{` in template (write `}}` for a brace)".into());
+        }
+        let end = after
+            .find('}')
+            .ok_or("`{` without `}` in template (write `{{` for a brace)")?;
+        let path = Path::parse(after[..end].trim())
+            .map_err(|e| format!("bad path `{}` in template: {e}", &after[..end]))?;
+        if !lit.is_empty() {
+            pieces.push(Piece::Text(std::mem::take(&mut lit)));
+        }
+        pieces.push(Piece::Hole(path));
+        rest = &after[end + 1..];
+    }
+    lit.push_str(rest);
+    if !lit.is_empty() {
+        pieces.push(Piece::Text(lit));
+    }
+    if !pieces.iter().any(|p| matches!(p, Piece::Hole(_))) {
+        return Err("a template needs at least one `{path}` (use `value` for constant text)".into());
+    }
+    Ok(pieces)
+}
+
+impl Builder {
     pub(super) fn carry(
         &mut self,
         ctx: &mut Ctx,
@@ -276,7 +343,9 @@ impl Builder {
         });
         let mut columns = Vec::new();
         let mut names: Vec<(String, usize)> = Vec::new();
-        if let Some(id) = el.get("columns") {
+        // Several sets may be named; for a column in more than one, the first set wins, so a
+        // family can override a few places of the shared dictionary.
+        if let Some(ids) = el.get("columns") {
             let Some(prefix) = prefix else {
                 ctx.err(
                     el,
@@ -285,47 +354,53 @@ impl Builder {
                 );
                 return None;
             };
-            let Some((set_file, set)) = column_sets.get(id) else {
-                ctx.err(
-                    el,
-                    el.pos,
-                    format!("no <column-set id=\"{id}\"> in the mapping directory"),
-                );
-                return None;
-            };
-            let mut inner = Ctx {
-                file: set_file,
-                diags: Vec::new(),
-            };
-            for c in &set.children {
-                if c.name != "column" {
-                    inner.err(
-                        c,
-                        c.pos,
-                        "a <column-set> holds only <column name=\"..\" ecs=\"..\"/>",
+            for id in ids.split_whitespace() {
+                let Some((set_file, set)) = column_sets.get(id) else {
+                    ctx.err(
+                        el,
+                        el.pos,
+                        format!("no <column-set id=\"{id}\"> in the mapping directory"),
                     );
                     continue;
-                }
-                inner.allow(c, &["name", "ecs", "convert"]);
-                let (Some(name), Some(target)) =
-                    (inner.required(c, "name"), inner.required(c, "ecs"))
-                else {
-                    continue;
                 };
-                let steps = self.steps(&mut inner, c);
-                match self.plan.slot(&format!("{prefix}.{target}")) {
-                    Ok(slot) => {
-                        if names.iter().any(|(n, _)| n == name) {
-                            inner.err(c, c.pos, format!("column `{name}` is listed twice"));
-                        } else {
+                let mut inner = Ctx {
+                    file: set_file,
+                    diags: Vec::new(),
+                };
+                let earlier = names.len();
+                for c in &set.children {
+                    if c.name != "column" {
+                        inner.err(
+                            c,
+                            c.pos,
+                            "a <column-set> holds only <column name=\"..\" ecs=\"..\"/>",
+                        );
+                        continue;
+                    }
+                    inner.allow(c, &["name", "ecs", "convert"]);
+                    let (Some(name), Some(target)) =
+                        (inner.required(c, "name"), inner.required(c, "ecs"))
+                    else {
+                        continue;
+                    };
+                    let steps = self.steps(&mut inner, c);
+                    if names[earlier..].iter().any(|(n, _)| n == name) {
+                        inner.err(c, c.pos, format!("column `{name}` is listed twice"));
+                        continue;
+                    }
+                    if names[..earlier].iter().any(|(n, _)| n == name) {
+                        continue;
+                    }
+                    match self.plan.slot(&format!("{prefix}.{target}")) {
+                        Ok(slot) => {
                             names.push((name.to_string(), columns.len()));
                             columns.push((slot, steps));
                         }
+                        Err(e) => inner.err(c, c.pos, e),
                     }
-                    Err(e) => inner.err(c, c.pos, e),
                 }
+                ctx.diags.extend(inner.diags);
             }
-            ctx.diags.extend(inner.diags);
         }
         let leef = bool_attr(ctx, el, "leef");
         Some(CompiledCarry {

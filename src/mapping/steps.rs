@@ -56,6 +56,10 @@ pub enum Step {
     Url,
     Split(String),
     Join(String),
+    /// Every `from` replaced by `to`.
+    Replace(String, String),
+    /// A MAC address in ECS form: six upper-case hex pairs joined by `-`.
+    Mac,
     Lookup(Arc<LookupTable>),
     /// `args count` fused at compile time: counts the words without building the list.
     ArgCount,
@@ -82,6 +86,8 @@ pub const STEP_NAMES: &[&str] = &[
     "basename",
     "dirname",
     "url",
+    "mac",
+    "replace:FROM:TO",
     "split:SEP",
     "join:SEP",
     "lookup:TABLE",
@@ -142,6 +148,21 @@ impl Step {
             "basename" => Step::Basename,
             "dirname" => Step::Dirname,
             "url" => Step::Url,
+            "mac" => Step::Mac,
+            "replace" => {
+                let (from, to) = arg
+                    .and_then(|a| a.split_once(':'))
+                    .ok_or("`replace` needs FROM:TO, as in `replace:space:-`")?;
+                let word = |w: &str| match w {
+                    "space" => " ".to_string(),
+                    "tab" => "\t".to_string(),
+                    other => other.to_string(),
+                };
+                if from.is_empty() {
+                    return Err("`replace` needs a non-empty FROM".into());
+                }
+                Step::Replace(word(from), word(to))
+            }
             "split" => Step::Split(sep(arg)?),
             "join" => Step::Join(sep(arg)?),
             "lookup" => {
@@ -331,6 +352,22 @@ impl Step {
                 },
                 other => other,
             },
+            Step::Replace(from, to) => map_str(v, |s| s.contains(from.as_str()).then(|| s.replace(from.as_str(), to))),
+            Step::Mac => {
+                let text = v.to_text();
+                let hex: Vec<u8> = text
+                    .bytes()
+                    .filter(|b| !matches!(b, b':' | b'-' | b'.'))
+                    .collect();
+                if hex.len() != 12 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(format!("`{text}` is not a MAC address"));
+                }
+                let pairs: Vec<String> = hex
+                    .chunks(2)
+                    .map(|p| String::from_utf8_lossy(p).to_ascii_uppercase())
+                    .collect();
+                Val::Str(Cow::Owned(pairs.join("-")))
+            }
             Step::Url => match v {
                 Val::Str(ref s) => match url_parts(s) {
                     Some(obj) => Val::Json(JsonVal::Owned(obj)),
@@ -493,7 +530,10 @@ fn url_parts(s: &str) -> Option<Json<'static>> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (user_info, host_port) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
     let (domain, port) = match host_port.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
             Ok(port) => (h, Some(port)),
@@ -502,7 +542,7 @@ fn url_parts(s: &str) -> Option<Json<'static>> {
         _ => (host_port, None),
     };
     let text = |x: &str| Json::Str(Cow::Owned(x.to_string()));
-    let mut members: Vec<(Cow<'static, str>, Json<'static>)> = Vec::with_capacity(7);
+    let mut members: Vec<(Cow<'static, str>, Json<'static>)> = Vec::with_capacity(11);
     let mut put = |k: &'static str, v: Json<'static>| members.push((Cow::Borrowed(k), v));
     put("original", text(s));
     put("scheme", text(scheme));
@@ -517,6 +557,20 @@ fn url_parts(s: &str) -> Option<Json<'static>> {
     }
     if !path.is_empty() {
         put("path", text(path));
+        let last = &path[path.rfind('/').map_or(0, |i| i + 1)..];
+        if let Some((_, ext)) = last.rsplit_once('.').filter(|(_, e)| !e.is_empty()) {
+            put("extension", text(ext));
+        }
+    }
+    if let Some(u) = user_info.filter(|u| !u.is_empty()) {
+        put("user_info", text(u));
+        let (name, password) = u.split_once(':').map_or((u, None), |(n, p)| (n, Some(p)));
+        if !name.is_empty() {
+            put("username", text(name));
+        }
+        if let Some(p) = password.filter(|p| !p.is_empty()) {
+            put("password", text(p));
+        }
     }
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         put("query", text(q));
