@@ -85,19 +85,59 @@ pub fn split_document<'t>(
     mut emit: impl FnMut(usize, Option<SourceKind>, Json<'t>),
 ) -> usize {
     let (items, envelope_kind) = match doc {
-        Json::Object(mut obj) => match envelope_list(&mut obj) {
-            Some((items, kind)) => (items, kind),
-            None => (vec![Json::Object(obj)], None),
+        Json::Object(mut obj) => match crate::correlate::take_bundle(&mut obj) {
+            Some([vulnerabilities, machines, rows]) => (
+                crate::correlate::join(vulnerabilities, machines, rows),
+                Some(SourceKind::MdeVulnerability),
+            ),
+            None => match envelope_list(&mut obj) {
+                Some((items, kind)) => (items, kind),
+                None => (vec![Json::Object(obj)], None),
+            },
         },
         Json::Array(items) => (items, None),
         other => (vec![other], None),
     };
-    let n = items.len();
-    for (i, item) in items.into_iter().enumerate() {
+    let mut n = 0;
+    for item in items {
         let kind = forced.or(envelope_kind).or_else(|| detect(&item));
-        emit(i, kind, item);
+        for one in fan_out(item, kind) {
+            emit(n, kind, one);
+            n += 1;
+        }
     }
     n
+}
+
+/// An incident with its alerts (`$expand=alerts`) becomes one record per alert, and a Defender
+/// for Endpoint alert one record per evidence item, each holding that one item in place of the
+/// list, as Elastic's inputs split them: every event then names one alert's or one entity's
+/// hosts, files and users. Without items the record stays whole.
+fn fan_out(item: Json<'_>, kind: Option<SourceKind>) -> Vec<Json<'_>> {
+    let key = match kind {
+        Some(SourceKind::GraphIncident) => "alerts",
+        Some(SourceKind::MdeAlert) => "evidence",
+        _ => return vec![item],
+    };
+    let Json::Object(mut members) = item else {
+        return vec![item];
+    };
+    let at = members
+        .iter()
+        .position(|(k, v)| k == key && matches!(v, Json::Array(a) if !a.is_empty()));
+    let Some(at) = at else {
+        return vec![Json::Object(members)];
+    };
+    let Json::Array(list) = std::mem::replace(&mut members[at].1, Json::Null) else {
+        return vec![Json::Object(members)];
+    };
+    list.into_iter()
+        .map(|one| {
+            let mut copy = members.clone();
+            copy[at].1 = one;
+            Json::Object(copy)
+        })
+        .collect()
 }
 
 /// `{"records":[...]}` (Event Hubs) or `{"value":[...]}` (Graph / MDE list page), with any other

@@ -12,11 +12,12 @@
 //! tests and the benchmark alike.
 //!
 //! Modules: `event` (record types), `json` (the borrowed JSON records are parsed into), `decode`
-//! (payload shapes), `mapping` (pure engine: XML, paths, conversions, selection, event maps),
+//! (payload shapes), `correlate` (the vulnerability join), `mapping` (pure engine: XML, paths, conversions, selection, event maps),
 //! `format` (pure: LEEF, syslog headers, ECS writer), `translate` (decode -> map -> render), `cli`
 //! (commands).
 
 pub mod cli;
+pub mod correlate;
 pub mod decode;
 pub mod event;
 pub mod format;

@@ -291,6 +291,8 @@ pub struct Carry {
     /// Dictionary columns: ECS slot and conversions; `MemberIndex` points here.
     pub columns: Vec<(usize, Vec<Step>)>,
     pub leef: bool,
+    /// Unknown members keep their own names instead of snake_case ones.
+    pub keep_names: bool,
 }
 
 #[derive(Debug)]
@@ -489,7 +491,12 @@ impl Family {
                         }
                     }
                 } else if let Some(d) = carry.dynamic {
-                    dynamic[d].push((snake.unwrap_or_else(|| snake_case(k)), val));
+                    let name = if carry.keep_names {
+                        k.to_string()
+                    } else {
+                        snake.unwrap_or_else(|| snake_case(k))
+                    };
+                    dynamic[d].push((name, val));
                 }
             }
         }

@@ -330,7 +330,7 @@ impl Builder {
         el: &Element,
         column_sets: &FieldSets,
     ) -> Option<CompiledCarry> {
-        ctx.allow(el, &["path", "ecs", "columns", "leef"]);
+        ctx.allow(el, &["path", "ecs", "columns", "leef", "keep-names"]);
         ctx.required(el, "path")?;
         let path = ctx.path(el, "path")?;
         let prefix = el.get("ecs");
@@ -403,6 +403,7 @@ impl Builder {
             }
         }
         let leef = bool_attr(ctx, el, "leef");
+        let keep_names = bool_attr(ctx, el, "keep-names");
         Some(CompiledCarry {
             prefix: prefix.map(|p| format!("{p}.")),
             carry: Carry {
@@ -410,6 +411,7 @@ impl Builder {
                 dynamic,
                 columns,
                 leef,
+                keep_names,
             },
             names,
         })

@@ -54,9 +54,9 @@ impl Predicate {
     /// conjunctions of `equals`/`one-of`/`prefix`/`exists`/`missing` on the same path. `false` means
     /// "could overlap", which is what the overlap check must assume for anything more complex.
     pub fn disjoint(&self, other: &Predicate) -> bool {
-        let a = self.conjuncts();
-        let b = other.conjuncts();
-        a.iter().any(|x| b.iter().any(|y| atoms_disjoint(x, y)))
+        self.conjuncts()
+            .into_iter()
+            .any(|a| conjunct_disjoint(a, other))
     }
 
     /// The value this predicate requires at `path` (a top-level `equals`), for dispatch.
@@ -85,6 +85,21 @@ fn values_of(p: &Predicate) -> Option<(&Path, Vec<&str>)> {
         Predicate::Equals(path, v) => Some((path, vec![v.as_str()])),
         Predicate::OneOf(path, vs) => Some((path, vs.iter().map(String::as_str).collect())),
         _ => None,
+    }
+}
+
+/// Whether one conjunct of a predicate excludes the whole of `other`. An alternative (`any`)
+/// excludes what each of its branches excludes.
+fn conjunct_disjoint(a: &Predicate, other: &Predicate) -> bool {
+    let all_branches = |ps: &[Predicate], f: &dyn Fn(&Predicate) -> bool| {
+        !ps.is_empty() && ps.iter().all(f)
+    };
+    match a {
+        Predicate::Any(qs) => all_branches(qs, &|q| q.disjoint(other)),
+        atom => other.conjuncts().into_iter().any(|b| match b {
+            Predicate::Any(rs) => all_branches(rs, &|r| atom.disjoint(r)),
+            _ => atoms_disjoint(atom, b),
+        }),
     }
 }
 

@@ -1,0 +1,154 @@
+//! The Defender for Endpoint vulnerability join: `/api/vulnerabilities` (one item per CVE),
+//! `/api/machines` (one per device) and `/api/vulnerabilities/machinesVulnerabilities` (one per
+//! device × software × CVE) become one record per row of the last, the CVE's item with the
+//! device and software under `affectedMachine`, the shape Elastic's vulnerability data stream
+//! builds. Pure: the input hands over the three lists it fetched as one bundle document.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use crate::json::Json;
+
+type Members<'t> = Vec<(Cow<'t, str>, Json<'t>)>;
+
+/// The three lists of a bundle, when `obj` is one: `machinesVulnerabilities` is required, the
+/// other two are optional (a row without its CVE or device keeps what the row itself says).
+pub fn take_bundle<'t>(obj: &mut Members<'t>) -> Option<[Vec<Json<'t>>; 3]> {
+    let has_rows = obj
+        .iter()
+        .any(|(k, v)| k == "machinesVulnerabilities" && matches!(v, Json::Array(_)));
+    if !has_rows {
+        return None;
+    }
+    let mut take = |key: &str| match obj.iter().position(|(k, _)| k == key) {
+        Some(i) => match obj.swap_remove(i).1 {
+            Json::Array(items) => items,
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    Some([
+        take("vulnerabilities"),
+        take("machines"),
+        take("machinesVulnerabilities"),
+    ])
+}
+
+/// One record per (CVE, device, software) row.
+pub fn join<'t>(
+    vulnerabilities: Vec<Json<'t>>,
+    machines: Vec<Json<'t>>,
+    rows: Vec<Json<'t>>,
+) -> Vec<Json<'t>> {
+    let by_id = |items: Vec<Json<'t>>| -> HashMap<String, Members<'t>> {
+        items
+            .into_iter()
+            .filter_map(|item| match item {
+                Json::Object(m) => {
+                    let id = m
+                        .iter()
+                        .find(|(k, _)| k == "id")
+                        .and_then(|(_, v)| v.as_str())?
+                        .to_string();
+                    Some((id, m))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let vulnerabilities = by_id(vulnerabilities);
+    let machines = by_id(machines);
+    rows.into_iter()
+        .filter_map(|row| {
+            let Json::Object(row) = row else { return None };
+            let text = |k: &str| {
+                row.iter()
+                    .find(|(name, _)| name == k)
+                    .and_then(|(_, v)| v.as_str())
+                    .map(str::to_string)
+            };
+            let (cve, machine_id) = (text("cveId"), text("machineId"));
+            // The device's inventory first, the row's own members over it (its `id` is the
+            // row's composite id; the device id stays in `machineId`).
+            let mut affected: Members<'t> = machine_id
+                .as_deref()
+                .and_then(|id| machines.get(id).cloned())
+                .unwrap_or_default();
+            for (k, v) in row {
+                match affected.iter_mut().find(|(name, _)| *name == k) {
+                    Some(slot) => slot.1 = v,
+                    None => affected.push((k, v)),
+                }
+            }
+            let mut record: Members<'t> = match cve.as_deref().and_then(|c| vulnerabilities.get(c)) {
+                Some(v) => v.clone(),
+                None => {
+                    let mut fallback: Members<'t> = Vec::new();
+                    if let Some(c) = &cve {
+                        fallback.push((Cow::Borrowed("id"), Json::Str(Cow::Owned(c.clone()))));
+                        fallback.push((Cow::Borrowed("name"), Json::Str(Cow::Owned(c.clone()))));
+                    }
+                    if let Some(s) = affected
+                        .iter()
+                        .find(|(k, _)| k == "severity")
+                        .map(|(_, v)| v.clone())
+                    {
+                        fallback.push((Cow::Borrowed("severity"), s));
+                    }
+                    fallback
+                }
+            };
+            record.retain(|(k, _)| k != "affectedMachine");
+            record.push((Cow::Borrowed("affectedMachine"), Json::Object(affected)));
+            Some(Json::Object(record))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Json<'static> {
+        Json::parse_owned(s).unwrap()
+    }
+
+    #[test]
+    fn rows_get_their_cve_and_device() {
+        let mut bundle = match parse(
+            r#"{"vulnerabilities":[{"id":"CVE-1","name":"CVE-1","cvssV3":7.5,"severity":"High"}],
+                "machines":[{"id":"m1","computerDnsName":"pc1","osPlatform":"Windows11"}],
+                "machinesVulnerabilities":[
+                  {"id":"m1-_-CVE-1-_-x","cveId":"CVE-1","machineId":"m1","productName":"edge","severity":"High"},
+                  {"id":"m2-_-CVE-9-_-y","cveId":"CVE-9","machineId":"m2","productName":"zip","severity":"Low"}]}"#,
+        ) {
+            Json::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let [v, m, r] = take_bundle(&mut bundle).unwrap();
+        let out = join(v, m, r);
+        assert_eq!(out.len(), 2);
+        let first = &out[0];
+        assert_eq!(first.get("cvssV3"), Some(&Json::Float(7.5)));
+        let am = first.get("affectedMachine").unwrap();
+        assert_eq!(am.get("computerDnsName").and_then(Json::as_str), Some("pc1"));
+        assert_eq!(am.get("id").and_then(Json::as_str), Some("m1-_-CVE-1-_-x"));
+        assert_eq!(am.get("productName").and_then(Json::as_str), Some("edge"));
+        // Unknown CVE and device: the row alone, with the CVE as id and the row's severity.
+        let second = &out[1];
+        assert_eq!(second.get("id").and_then(Json::as_str), Some("CVE-9"));
+        assert_eq!(second.get("severity").and_then(Json::as_str), Some("Low"));
+        assert_eq!(
+            second.get("affectedMachine").and_then(|a| a.get("computerDnsName")),
+            None
+        );
+    }
+
+    #[test]
+    fn other_objects_are_not_bundles() {
+        let Json::Object(mut obj) = parse(r#"{"value":[1]}"#) else {
+            unreachable!()
+        };
+        assert!(take_bundle(&mut obj).is_none());
+    }
+}
