@@ -11,9 +11,19 @@ use crate::json::Json;
 
 type Members<'t> = Vec<(Cow<'t, str>, Json<'t>)>;
 
-/// The three lists of a bundle, when `obj` is one: `machinesVulnerabilities` is required, the
-/// other two are optional (a row without its CVE or device keeps what the row itself says).
-pub fn take_bundle<'t>(obj: &mut Members<'t>) -> Option<[Vec<Json<'t>>; 3]> {
+/// A bundle's lists and the time it was fetched.
+pub struct Bundle<'t> {
+    pub vulnerabilities: Vec<Json<'t>>,
+    pub machines: Vec<Json<'t>>,
+    pub rows: Vec<Json<'t>>,
+    /// `fetchedDateTime`, set by the input that fetched the lists: the event time of a row
+    /// whose CVE and device are both unknown (the lists were fetched at different moments).
+    pub fetched: Option<Json<'t>>,
+}
+
+/// The bundle, when `obj` is one: `machinesVulnerabilities` is required, the other lists are
+/// optional (a row without its CVE or device keeps what the row itself says).
+pub fn take_bundle<'t>(obj: &mut Members<'t>) -> Option<Bundle<'t>> {
     let has_rows = obj
         .iter()
         .any(|(k, v)| k == "machinesVulnerabilities" && matches!(v, Json::Array(_)));
@@ -27,19 +37,31 @@ pub fn take_bundle<'t>(obj: &mut Members<'t>) -> Option<[Vec<Json<'t>>; 3]> {
         },
         None => Vec::new(),
     };
-    Some([
+    let (vulnerabilities, machines, rows) = (
         take("vulnerabilities"),
         take("machines"),
         take("machinesVulnerabilities"),
-    ])
+    );
+    let fetched = obj
+        .iter()
+        .find(|(k, _)| k == "fetchedDateTime")
+        .map(|(_, v)| v.clone());
+    Some(Bundle {
+        vulnerabilities,
+        machines,
+        rows,
+        fetched,
+    })
 }
 
 /// One record per (CVE, device, software) row.
-pub fn join<'t>(
-    vulnerabilities: Vec<Json<'t>>,
-    machines: Vec<Json<'t>>,
-    rows: Vec<Json<'t>>,
-) -> Vec<Json<'t>> {
+pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
+    let Bundle {
+        vulnerabilities,
+        machines,
+        rows,
+        fetched,
+    } = bundle;
     let by_id = |items: Vec<Json<'t>>| -> HashMap<String, Members<'t>> {
         items
             .into_iter()
@@ -99,6 +121,9 @@ pub fn join<'t>(
                 }
             };
             record.retain(|(k, _)| k != "affectedMachine");
+            if let Some(t) = &fetched {
+                record.push((Cow::Borrowed("fetchedDateTime"), t.clone()));
+            }
             record.push((Cow::Borrowed("affectedMachine"), Json::Object(affected)));
             Some(Json::Object(record))
         })
@@ -125,8 +150,7 @@ mod tests {
             Json::Object(m) => m,
             _ => unreachable!(),
         };
-        let [v, m, r] = take_bundle(&mut bundle).unwrap();
-        let out = join(v, m, r);
+        let out = join(take_bundle(&mut bundle).unwrap());
         assert_eq!(out.len(), 2);
         let first = &out[0];
         assert_eq!(first.get("cvssV3"), Some(&Json::Float(7.5)));

@@ -86,8 +86,8 @@ pub fn split_document<'t>(
 ) -> usize {
     let (items, envelope_kind) = match doc {
         Json::Object(mut obj) => match crate::correlate::take_bundle(&mut obj) {
-            Some([vulnerabilities, machines, rows]) => (
-                crate::correlate::join(vulnerabilities, machines, rows),
+            Some(bundle) => (
+                crate::correlate::join(bundle),
                 Some(SourceKind::MdeVulnerability),
             ),
             None => match envelope_list(&mut obj) {
@@ -145,7 +145,12 @@ fn fan_out(item: Json<'_>, kind: Option<SourceKind>) -> Vec<Json<'_>> {
 type Members<'t> = Vec<(Cow<'t, str>, Json<'t>)>;
 
 fn envelope_list<'t>(obj: &mut Members<'t>) -> Option<(Vec<Json<'t>>, Option<SourceKind>)> {
-    for (key, kind) in [("records", Some(SourceKind::EventHub)), ("value", None)] {
+    // `results`: third-party SIEM API tools re-wrap the bare array that way.
+    for (key, kind) in [
+        ("records", Some(SourceKind::EventHub)),
+        ("value", None),
+        ("results", None),
+    ] {
         let at = obj
             .iter()
             .position(|(k, v)| k == key && matches!(v, Json::Array(_)));
@@ -186,7 +191,13 @@ pub fn detect(item: &Json) -> Option<SourceKind> {
     if has("alertCreationTime") || (has("machineId") && has("detectionSource")) {
         return Some(SourceKind::MdeAlert);
     }
-    if has("affectedMachine") || has("cveId") || has("CveId") || str_of("id").starts_with("CVE-") {
+    if has("affectedMachine")
+        || has("cveId")
+        || has("CveId")
+        || has("cvssV3")
+        || has("exposedMachines")
+        || str_of("id").starts_with("CVE-")
+    {
         return Some(SourceKind::MdeVulnerability);
     }
     None
