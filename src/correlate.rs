@@ -54,7 +54,8 @@ pub fn take_bundle<'t>(obj: &mut Members<'t>) -> Option<Bundle<'t>> {
     })
 }
 
-/// One record per (CVE, device, software) row.
+/// One record per (CVE, device, software) row, then one per CVE no row names (a CVE with no
+/// exposed device is still news to a vulnerability dashboard, and nothing fetched is dropped).
 pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
     let Bundle {
         vulnerabilities,
@@ -78,9 +79,15 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
             })
             .collect()
     };
+    let cve_order: Vec<String> = vulnerabilities
+        .iter()
+        .filter_map(|v| v.get("id").and_then(Json::as_str).map(str::to_string))
+        .collect();
     let vulnerabilities = by_id(vulnerabilities);
     let machines = by_id(machines);
-    rows.into_iter()
+    let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut out: Vec<Json<'t>> = rows
+        .into_iter()
         .filter_map(|row| {
             let Json::Object(row) = row else { return None };
             let text = |k: &str| {
@@ -90,6 +97,9 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
                     .map(str::to_string)
             };
             let (cve, machine_id) = (text("cveId"), text("machineId"));
+            if let Some(c) = &cve {
+                named.insert(c.clone());
+            }
             // The device's inventory first, the row's own members over it (its `id` is the
             // row's composite id; the device id stays in `machineId`).
             let mut affected: Members<'t> = machine_id
@@ -127,7 +137,20 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
             record.push((Cow::Borrowed("affectedMachine"), Json::Object(affected)));
             Some(Json::Object(record))
         })
-        .collect()
+        .collect();
+    for id in cve_order {
+        if named.contains(&id) {
+            continue;
+        }
+        if let Some(mut v) = vulnerabilities.get(&id).cloned() {
+            if let Some(t) = &fetched {
+                v.push((Cow::Borrowed("fetchedDateTime"), t.clone()));
+            }
+            out.push(Json::Object(v));
+            named.insert(id);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -141,8 +164,10 @@ mod tests {
     #[test]
     fn rows_get_their_cve_and_device() {
         let mut bundle = match parse(
-            r#"{"vulnerabilities":[{"id":"CVE-1","name":"CVE-1","cvssV3":7.5,"severity":"High"}],
+            r#"{"vulnerabilities":[{"id":"CVE-1","name":"CVE-1","cvssV3":7.5,"severity":"High"},
+                                   {"id":"CVE-2","name":"CVE-2","cvssV3":4.0,"severity":"Low"}],
                 "machines":[{"id":"m1","computerDnsName":"pc1","osPlatform":"Windows11"}],
+                "fetchedDateTime":"2026-01-01T00:00:00Z",
                 "machinesVulnerabilities":[
                   {"id":"m1-_-CVE-1-_-x","cveId":"CVE-1","machineId":"m1","productName":"edge","severity":"High"},
                   {"id":"m2-_-CVE-9-_-y","cveId":"CVE-9","machineId":"m2","productName":"zip","severity":"Low"}]}"#,
@@ -151,7 +176,7 @@ mod tests {
             _ => unreachable!(),
         };
         let out = join(take_bundle(&mut bundle).unwrap());
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 3);
         let first = &out[0];
         assert_eq!(first.get("cvssV3"), Some(&Json::Float(7.5)));
         let am = first.get("affectedMachine").unwrap();
@@ -165,6 +190,12 @@ mod tests {
         assert_eq!(
             second.get("affectedMachine").and_then(|a| a.get("computerDnsName")),
             None
+        );
+        // A CVE no row names comes alone, stamped with the fetch time.
+        assert_eq!(out[2].get("id").and_then(Json::as_str), Some("CVE-2"));
+        assert_eq!(
+            out[2].get("fetchedDateTime").and_then(Json::as_str),
+            Some("2026-01-01T00:00:00Z")
         );
     }
 
