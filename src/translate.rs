@@ -104,7 +104,11 @@ impl Translator {
                 }
             },
             None => {
-                let key = format!("({}) {}", ev.outcome.label(), ev.category);
+                let key = format!(
+                    "({}) {}",
+                    ev.outcome.label(),
+                    crate::mapping::source_category(rec)
+                );
                 *counts.by_family.entry(key).or_default() += 1;
             }
         }

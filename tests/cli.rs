@@ -136,7 +136,8 @@ fn source_override_and_render_options() {
     let forced = run(&["translate", "--source", "graph-alert"], record);
     let forced_line = text(&forced.stdout);
     assert!(
-        forced_line.contains("|AdvancedHunting-DeviceInfo|")
+        forced_line.contains("|Unmapped|x09|cat=Pipeline\t")
+            && forced_line.contains("sourceCategory=AdvancedHunting-DeviceInfo")
             && forced_line.contains("inputKind=graph-alert"),
         "a record forced to another kind is unmapped, not dropped: {forced_line}"
     );

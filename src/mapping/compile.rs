@@ -163,7 +163,17 @@ pub fn compile_family(
                 selector = compile_select(&mut ctx, el);
             }
             "event-name" => event_name = b.header_rule(&mut ctx, el),
-            "event-category" => event_category = b.header_rule(&mut ctx, el),
+            "event-category" => {
+                ctx.allow(el, &["value"]);
+                match el.get("value").filter(|v| !v.is_empty()) {
+                    Some(v) => event_category = Some(v.to_string()),
+                    None => ctx.err(
+                        el,
+                        el.pos,
+                        "<event-category> takes a fixed value=\"...\": QRadar's QID map lists (EventID, category) pairs, so a family's category cannot vary",
+                    ),
+                }
+            }
             "device-time" => device_time = b.header_rule(&mut ctx, el),
             "field" | "group" | "include" => {
                 b.body_element(&mut ctx, el, sets, None, &mut Vec::new())
@@ -202,11 +212,7 @@ pub fn compile_family(
         for (name, column) in &c.names {
             members.keys.entry(name.clone()).or_default().column = Some(*column);
         }
-        let mut header = [
-            event_name.as_mut(),
-            event_category.as_mut(),
-            device_time.as_mut(),
-        ];
+        let mut header = [event_name.as_mut(), device_time.as_mut()];
         let rules = b
             .rules
             .iter_mut()

@@ -83,11 +83,12 @@ fn event_entries(ctx: &mut Ctx, el: &Element, sets: &FieldSets, map: &mut EventM
             "ecs-type",
             "description",
         ];
+        allowed.push("id");
         if !is_default {
-            allowed.extend(["id", "category"]);
+            allowed.push("category");
         }
         ctx.allow(e, &allowed);
-        let Some(def) = event_def(ctx, e) else {
+        let Some(def) = event_def(ctx, e, is_default) else {
             continue;
         };
         if is_default {
@@ -152,7 +153,18 @@ fn event_entries(ctx: &mut Ctx, el: &Element, sets: &FieldSets, map: &mut EventM
     }
 }
 
-fn event_def(ctx: &mut Ctx, e: &Element) -> Option<EventDef> {
+/// The LEEF EventID of events that fall to a `<default>` without its own `id`.
+pub const DEFAULT_EVENT_ID: &str = "Other";
+
+fn event_def(ctx: &mut Ctx, e: &Element, is_default: bool) -> Option<EventDef> {
+    let id = match e.get("id") {
+        Some(id) => id.to_string(),
+        None if is_default => DEFAULT_EVENT_ID.to_string(),
+        None => String::new(),
+    };
+    if id.chars().count() > 255 {
+        ctx.err(e, e.pos, "an EventID is at most 255 characters (QRadar's limit)");
+    }
     let qid_name = ctx.required(e, "qid-name")?.to_string();
     if qid_name.chars().count() > 255 {
         ctx.err(
@@ -211,6 +223,7 @@ fn event_def(ctx: &mut Ctx, e: &Element) -> Option<EventDef> {
     let ecs_category = words("ecs-category", ECS_CATEGORIES);
     let ecs_type = words("ecs-type", ECS_TYPES);
     Some(EventDef {
+        id,
         category: e.get("category").map(String::from),
         qid_name,
         description: e.get("description").map(String::from),

@@ -256,6 +256,9 @@ fn fill<'a>(pieces: &[Piece], rec: &'a Json<'a>, cache: &mut Scratch) -> Option<
 /// QRadar and ECS classification of one event id.
 #[derive(Debug, Clone)]
 pub struct EventDef {
+    /// The LEEF EventID: the mapped event name, or for the `<default>` the id every unlisted
+    /// event is sent under, so that QRadar has a QID for each event it can receive.
+    pub id: String,
     /// `None`: any category.
     pub category: Option<String>,
     pub qid_name: String,
@@ -273,6 +276,10 @@ pub struct EventMap {
 }
 
 impl EventMap {
+    pub fn is_default(&self, def: &EventDef) -> bool {
+        self.default.as_ref().is_some_and(|d| std::ptr::eq(d, def))
+    }
+
     /// The entry for (EventID, category): exact category first, then any category, then default.
     pub fn lookup(&self, id: &str, category: &str) -> Option<&EventDef> {
         let list = self.by_id.get(id);
@@ -304,7 +311,8 @@ pub struct Family {
     pub version: String,
     pub selector: Selector,
     pub event_name: Rule,
-    pub event_category: Rule,
+    /// LEEF `cat`, the second key of the QID map: fixed per family.
+    pub event_category: String,
     pub device_time: Rule,
     pub rules: Vec<Rule>,
     pub event_map: EventMap,
@@ -375,7 +383,7 @@ impl Family {
                 }
             };
         let event_id = text_of(&self.event_name, cache, &mut errors);
-        let category = text_of(&self.event_category, cache, &mut errors);
+        let category = Cow::Borrowed(self.event_category.as_str());
         if event_id.is_empty() {
             return Err(format!("no event name at `{}`", self.event_name.what));
         }
@@ -429,6 +437,11 @@ impl Family {
             }
         }
         let def = self.event_map.lookup(&event_id, &category);
+        let mut event_id = event_id;
+        if let Some(d) = def.filter(|d| self.event_map.is_default(d) && d.id != *event_id) {
+            leef.push(("EventName", Val::Str(event_id)));
+            event_id = Cow::Borrowed(d.id.as_str());
+        }
         let severity = match leef.iter().find(|(k, _)| *k == "sev").map(|(_, v)| v) {
             Some(Val::Int(n)) => (*n).clamp(1, 10) as u8,
             Some(other) => other

@@ -312,18 +312,17 @@ impl MappingSet {
         }
     }
 
-    /// The event for a record no family could map: EventID and `cat` are the record's category
-    /// (or its source kind), the raw record travels along so nothing is lost.
+    /// The event for a record no family could map: EventID `Unmapped` or `Failed` of category
+    /// `Pipeline` (two fixed QIDs), the record's own category, the reason and the raw record as
+    /// keys, so nothing is lost.
     fn generic<'a>(&'a self, rec: &'a RawRecord<'a>, outcome: Outcome) -> MappedEvent<'a> {
         let g = &self.generic;
         let reason = match &outcome {
             Outcome::Unmapped(r) | Outcome::Failed(r) => r.clone(),
             Outcome::Mapped => String::new(),
         };
-        let category: Cow<'a, str> = match rec.payload.get("category").and_then(Json::as_str) {
-            Some(c) if !c.is_empty() => Cow::Borrowed(c),
-            _ => Cow::Borrowed(rec.source.map_or("unknown", SourceKind::as_str)),
-        };
+        let category = source_category(rec);
+        let event_id = generic_event_id(&outcome);
         let time = family::any_time(&rec.payload);
         let original = rec.payload.to_string();
         let mut ecs = EcsValues::new(g.plan.slot_count());
@@ -337,6 +336,7 @@ impl MappingSet {
         ecs.set(g.original, Val::Str(Cow::Owned(original.clone())));
         let leef = vec![
             ("sev", Val::Int(5)),
+            ("sourceCategory", Val::Str(category.clone())),
             ("reason", Val::Str(Cow::Owned(reason))),
             (
                 "inputKind",
@@ -350,8 +350,8 @@ impl MappingSet {
             outcome,
             family: None,
             source: rec.source,
-            event_id: category.clone(),
-            category,
+            event_id: Cow::Borrowed(event_id),
+            category: Cow::Borrowed(GENERIC_CATEGORY),
             time,
             severity: 5,
             qid: None,
@@ -363,6 +363,26 @@ impl MappingSet {
             product: "Defender XDR",
             version: "1.0",
         }
+    }
+}
+
+/// What a record says it is, for reports on records no family mapped: its category, or else
+/// its source kind.
+pub fn source_category<'a>(rec: &'a RawRecord<'a>) -> Cow<'a, str> {
+    match rec.payload.get("category").and_then(Json::as_str) {
+        Some(c) if !c.is_empty() => Cow::Borrowed(c),
+        _ => Cow::Borrowed(rec.source.map_or("unknown", SourceKind::as_str)),
+    }
+}
+
+/// LEEF `cat` of generic events.
+pub const GENERIC_CATEGORY: &str = "Pipeline";
+
+/// LEEF EventID of a generic event.
+pub fn generic_event_id(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Failed(_) => "Failed",
+        _ => "Unmapped",
     }
 }
 
