@@ -112,7 +112,8 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
                     None => affected.push((k, v)),
                 }
             }
-            let mut record: Members<'t> = match cve.as_deref().and_then(|c| vulnerabilities.get(c)) {
+            let mut record: Members<'t> = match cve.as_deref().and_then(|c| vulnerabilities.get(c))
+            {
                 Some(v) => v.clone(),
                 None => {
                     let mut fallback: Members<'t> = Vec::new();
@@ -180,7 +181,10 @@ mod tests {
         let first = &out[0];
         assert_eq!(first.get("cvssV3"), Some(&Json::Float(7.5)));
         let am = first.get("affectedMachine").unwrap();
-        assert_eq!(am.get("computerDnsName").and_then(Json::as_str), Some("pc1"));
+        assert_eq!(
+            am.get("computerDnsName").and_then(Json::as_str),
+            Some("pc1")
+        );
         assert_eq!(am.get("id").and_then(Json::as_str), Some("m1-_-CVE-1-_-x"));
         assert_eq!(am.get("productName").and_then(Json::as_str), Some("edge"));
         // Unknown CVE and device: the row alone, with the CVE as id and the row's severity.
@@ -188,7 +192,9 @@ mod tests {
         assert_eq!(second.get("id").and_then(Json::as_str), Some("CVE-9"));
         assert_eq!(second.get("severity").and_then(Json::as_str), Some("Low"));
         assert_eq!(
-            second.get("affectedMachine").and_then(|a| a.get("computerDnsName")),
+            second
+                .get("affectedMachine")
+                .and_then(|a| a.get("computerDnsName")),
             None
         );
         // A CVE no row names comes alone, stamped with the fetch time.

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod correlate;
 pub mod decode;
 pub mod event;
+pub mod export;
 pub mod format;
 pub mod json;
 pub mod mapping;

@@ -106,7 +106,7 @@ fn include_of_a_missing_set_and_duplicate_unconditional_leef_keys() {
 const FALLBACK: &str = r#"<dsm-mapping family="any-streaming">
   <select source="eventhub" fallback="true"/>
   <event-name path="properties.ActionType|category"/>
-  <event-category path="category"/>
+  <event-category value="AdvancedHunting"/>
   <device-time path="properties.Timestamp|time"/>
   <event-map><default qid-name="Defender event" severity="3" low-level-category="8052"/></event-map>
 </dsm-mapping>
@@ -143,6 +143,19 @@ fn a_fallback_family_takes_what_no_specific_family_claims() {
         err.contains(
             "family `second-fallback` is a fallback for the same source as family `any-streaming`"
         ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_category_that_varies_is_refused() {
+    let bad = FALLBACK.replace(
+        r#"<event-category value="AdvancedHunting"/>"#,
+        r#"<event-category path="category"/>"#,
+    );
+    let err = load(&[("v.xml", &bad)]).expect_err("a varying category");
+    assert!(
+        err.contains("v.xml:4:3: <event-category>: <event-category> takes a fixed value"),
         "{err}"
     );
 }

@@ -1,5 +1,6 @@
 //! Command-line interface: `translate`, `replay`, `check`.
 
+mod export;
 pub mod replay;
 mod translate;
 
@@ -33,6 +34,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Load the mapping files and replay the fixtures without writing; report every problem.
     Check(replay::CheckArgs),
+    /// Write SIEM content generated from the mapping files (QRadar QIDs, event mappings, properties).
+    Export(export::ExportArgs),
 }
 
 /// Where the mapping files come from.
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Translate(a) => translate::run(a),
         Command::Replay(a) => replay::run_replay(a),
         Command::Check(a) => replay::run_check(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -163,7 +163,11 @@ fn event_def(ctx: &mut Ctx, e: &Element, is_default: bool) -> Option<EventDef> {
         None => String::new(),
     };
     if id.chars().count() > 255 {
-        ctx.err(e, e.pos, "an EventID is at most 255 characters (QRadar's limit)");
+        ctx.err(
+            e,
+            e.pos,
+            "an EventID is at most 255 characters (QRadar's limit)",
+        );
     }
     let qid_name = ctx.required(e, "qid-name")?.to_string();
     if qid_name.chars().count() > 255 {

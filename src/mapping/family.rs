@@ -330,6 +330,18 @@ pub struct Family {
 }
 
 impl Family {
+    /// The LEEF keys the family's fields write, sorted.
+    pub fn leef_key_names(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .rules
+            .iter()
+            .filter_map(|r| r.leef.as_ref().map(|(k, _)| k.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     pub fn claims<'a>(&self, kind: SourceKind, rec: &'a Json<'a>, cache: &mut Scratch) -> bool {
         self.selector.takes(kind) && self.selector.predicate.eval(rec, cache)
     }

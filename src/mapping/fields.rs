@@ -178,10 +178,18 @@ impl Builder {
             .filter(|k| el.attr(k).is_some())
             .count();
         if given > 1 && !(given == 2 && el.attr("value").is_some() && el.attr("path").is_some()) {
-            ctx.err(el, el.pos, "`path`, `value`, `template` and `duration` exclude each other");
+            ctx.err(
+                el,
+                el.pos,
+                "`path`, `value`, `template` and `duration` exclude each other",
+            );
         }
         if sources.is_empty() && given == 0 {
-            ctx.err(el, el.pos, "needs `path`, `value`, `template` or `duration`");
+            ctx.err(
+                el,
+                el.pos,
+                "needs `path`, `value`, `template` or `duration`",
+            );
             return None;
         }
         let regex = match el.attr("regex") {
@@ -283,7 +291,6 @@ impl Builder {
         }
         Some(rule)
     }
-
 }
 
 /// `"Found in {a.b} {c}"` -> text and path pieces; `{{` and `}}` are literal braces.
@@ -318,7 +325,9 @@ fn template(text: &str) -> Result<Vec<Piece>, String> {
         pieces.push(Piece::Text(lit));
     }
     if !pieces.iter().any(|p| matches!(p, Piece::Hole(_))) {
-        return Err("a template needs at least one `{path}` (use `value` for constant text)".into());
+        return Err(
+            "a template needs at least one `{path}` (use `value` for constant text)".into(),
+        );
     }
     Ok(pieces)
 }

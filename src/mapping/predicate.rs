@@ -91,9 +91,8 @@ fn values_of(p: &Predicate) -> Option<(&Path, Vec<&str>)> {
 /// Whether one conjunct of a predicate excludes the whole of `other`. An alternative (`any`)
 /// excludes what each of its branches excludes.
 fn conjunct_disjoint(a: &Predicate, other: &Predicate) -> bool {
-    let all_branches = |ps: &[Predicate], f: &dyn Fn(&Predicate) -> bool| {
-        !ps.is_empty() && ps.iter().all(f)
-    };
+    let all_branches =
+        |ps: &[Predicate], f: &dyn Fn(&Predicate) -> bool| !ps.is_empty() && ps.iter().all(f);
     match a {
         Predicate::Any(qs) => all_branches(qs, &|q| q.disjoint(other)),
         atom => other.conjuncts().into_iter().any(|b| match b {

@@ -352,7 +352,10 @@ impl Step {
                 },
                 other => other,
             },
-            Step::Replace(from, to) => map_str(v, |s| s.contains(from.as_str()).then(|| s.replace(from.as_str(), to))),
+            Step::Replace(from, to) => map_str(v, |s| {
+                s.contains(from.as_str())
+                    .then(|| s.replace(from.as_str(), to))
+            }),
             Step::Mac => {
                 let text = v.to_text();
                 let hex: Vec<u8> = text

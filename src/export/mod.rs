@@ -1,0 +1,4 @@
+//! Content generated from the mapping files for the SIEMs we feed: pure, it returns files as
+//! text and the CLI writes them.
+
+pub mod qradar;
