@@ -261,3 +261,34 @@ fn check_and_replay_pass_on_the_repository_and_fail_on_a_broken_mapping_dir() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn coverage_names_unread_columns_keys_and_empty_fields() {
+    let record = r#"{"category":"AdvancedHunting-DeviceLogonEvents","tenantId":"t","properties":{"Timestamp":"2026-01-02T03:04:05Z","ActionType":"LogonSuccess","DeviceName":"h1","AccountName":"bob","BrandNewColumn":"x","AdditionalFields":"{\"IsLocalLogon\":true,\"NewKey\":1}"}}"#;
+    let out = run(&["coverage"], record);
+    assert_eq!(out.status.code(), Some(0));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("device-logon-events / LogonSuccess: 1 records"),
+        "{report}"
+    );
+    assert!(
+        report.contains("BrandNewColumn (1, not in the dictionary)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("AdditionalFields keys no field reads: IsLocalLogon (1), NewKey (1)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("always empty: mappings/device-logon-events.xml:"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("properties.AccountName -> LEEF usrName"),
+        "AccountName had a value: {report}"
+    );
+
+    let stray = run(&["coverage"], r#"{"hello":1}"#);
+    assert!(text(&stray.stdout).contains("(unmapped) unknown: 1 records"));
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: `translate`, `replay`, `check`.
 
+mod coverage;
 mod export;
 pub mod replay;
 mod translate;
@@ -34,6 +35,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Load the mapping files and replay the fixtures without writing; report every problem.
     Check(replay::CheckArgs),
+    /// Report, per family and event name, input columns and AdditionalFields keys no field
+    /// reads and fields that stayed empty.
+    Coverage(coverage::CoverageArgs),
     /// Write SIEM content generated from the mapping files (QRadar QIDs, event mappings, properties).
     Export(export::ExportArgs),
 }
@@ -120,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Replay(a) => replay::run_replay(a),
         Command::Check(a) => replay::run_check(a),
         Command::Export(a) => export::run(a),
+        Command::Coverage(a) => coverage::run(a),
     };
     match result {
         Ok(code) => code,

@@ -41,15 +41,20 @@ pub struct TranslateArgs {
     files: Vec<PathBuf>,
 }
 
-pub fn run(a: TranslateArgs) -> Result<ExitCode> {
-    let forced = match a.source.as_str() {
-        "auto" => None,
-        s => Some(
+/// `--source`: `auto` or a source kind.
+pub(super) fn parse_source(arg: &str) -> Result<Option<SourceKind>> {
+    match arg {
+        "auto" => Ok(None),
+        s => Ok(Some(
             s.parse::<SourceKind>()
                 .map_err(anyhow::Error::msg)
                 .context("--source")?,
-        ),
-    };
+        )),
+    }
+}
+
+pub fn run(a: TranslateArgs) -> Result<ExitCode> {
+    let forced = parse_source(&a.source)?;
     let translator = Translator::new(
         a.mappings.load()?,
         MapOptions {
@@ -117,7 +122,7 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
     })
 }
 
-fn read_input(file: &PathBuf, origin: &str) -> Result<String> {
+pub(super) fn read_input(file: &PathBuf, origin: &str) -> Result<String> {
     let mut bytes = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin()

@@ -138,14 +138,14 @@ pub struct Rule {
     pub pos: Pos,
 }
 
-enum Eval<'a> {
+pub(super) enum Eval<'a> {
     Skipped,
     Absent,
     Value(Val<'a>),
 }
 
 impl Rule {
-    fn eval<'a>(
+    pub(super) fn eval<'a>(
         &'a self,
         rec: &'a Json<'a>,
         args: &[Option<&'a Json<'a>>],

@@ -3,6 +3,7 @@
 //! reading the mapping files at load, no clock.
 
 pub mod compile;
+pub mod coverage;
 mod event_map;
 pub mod family;
 mod fields;
