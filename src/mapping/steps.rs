@@ -184,7 +184,10 @@ impl Step {
     pub fn apply<'a>(&self, v: Val<'a>) -> Result<Option<Val<'a>>, String> {
         match self {
             Step::ArgCount => Ok(match &v {
-                Val::Str(s) => Some(Val::Int(s.split_whitespace().count() as i64)),
+                Val::Str(s) if !s.contains('"') => {
+                    Some(Val::Int(s.split_whitespace().count() as i64))
+                }
+                Val::Str(s) => Some(Val::Int(command_line_args(s).len() as i64)),
                 _ => Step::Count.apply(v)?,
             }),
             Step::Count => Ok(Some(Val::Int(match &v {
@@ -399,27 +402,88 @@ impl Step {
 /// Splits a string into list items (on `sep`, trimmed, or on whitespace), borrowing from the
 /// record when the string does.
 fn pieces<'a>(s: Cow<'a, str>, sep: Option<&str>) -> Option<Val<'a>> {
-    fn split<'t>(t: &'t str, sep: Option<&str>) -> Vec<&'t str> {
-        match sep {
-            Some(sep) => t
+    let items: Vec<Val<'a>> = match sep {
+        Some(sep) => match &s {
+            Cow::Borrowed(b) => b
                 .split(sep)
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
+                .map(|p| Val::Str(Cow::Borrowed(p)))
                 .collect(),
-            None => t.split_whitespace().collect(),
-        }
-    }
-    let items: Vec<Val<'a>> = match s {
-        Cow::Borrowed(b) => split(b, sep)
+            Cow::Owned(o) => o
+                .split(sep)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| Val::Str(Cow::Owned(p.to_string())))
+                .collect(),
+        },
+        // Without quotes the words borrow from the record; quoted command lines need the
+        // Windows rules, which rewrite the text.
+        None if !s.contains('"') => match &s {
+            Cow::Borrowed(b) => b
+                .split_whitespace()
+                .map(|p| Val::Str(Cow::Borrowed(p)))
+                .collect(),
+            Cow::Owned(o) => o
+                .split_whitespace()
+                .map(|p| Val::Str(Cow::Owned(p.to_string())))
+                .collect(),
+        },
+        None => command_line_args(&s)
             .into_iter()
-            .map(|p| Val::Str(Cow::Borrowed(p)))
-            .collect(),
-        Cow::Owned(o) => split(&o, sep)
-            .into_iter()
-            .map(|p| Val::Str(Cow::Owned(p.to_string())))
+            .map(|a| Val::Str(Cow::Owned(a)))
             .collect(),
     };
     (!items.is_empty()).then_some(Val::List(items))
+}
+
+/// A command line split as Windows' CommandLineToArgvW does: whitespace separates arguments
+/// outside double quotes, quotes group and are dropped, `\"` is a literal quote, and a run of
+/// backslashes before a quote is halved.
+pub fn command_line_args(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let (mut in_quotes, mut started) = (false, false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let mut n = 1;
+                while chars.peek() == Some(&'\\') {
+                    chars.next();
+                    n += 1;
+                }
+                if chars.peek() == Some(&'"') {
+                    cur.extend(std::iter::repeat_n('\\', n / 2));
+                    if n % 2 == 1 {
+                        chars.next();
+                        cur.push('"');
+                    }
+                } else {
+                    cur.extend(std::iter::repeat_n('\\', n));
+                }
+                started = true;
+            }
+            '"' => {
+                in_quotes = !in_quotes;
+                started = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if started {
+                    args.push(std::mem::take(&mut cur));
+                    started = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        args.push(cur);
+    }
+    args
 }
 
 fn map_str<'a>(v: Val<'a>, f: impl FnOnce(&str) -> Option<String>) -> Val<'a> {
@@ -595,6 +659,24 @@ mod tests {
 
     fn run(step: Step, v: Val<'static>) -> Result<Option<Val<'static>>, String> {
         step.apply(v)
+    }
+
+    #[test]
+    fn command_lines_split_as_windows_does() {
+        assert_eq!(
+            command_line_args(r#""C:\Program Files\a.exe" /u "x y" plain"#),
+            ["C:\\Program Files\\a.exe", "/u", "x y", "plain"]
+        );
+        assert_eq!(
+            command_line_args(r#"a\"b c\\"d e" f"#),
+            [r#"a"b"#, r#"c\d e"#, "f"]
+        );
+        assert_eq!(command_line_args(r#"x "" y"#), ["x", "", "y"]);
+        assert_eq!(command_line_args(r"C:\dir\ a"), [r"C:\dir\", "a"]);
+        assert_eq!(
+            run(Step::ArgCount, s(r#""C:\Program Files\a.exe" /u"#)).unwrap(),
+            Some(Val::Int(2))
+        );
     }
 
     #[test]
