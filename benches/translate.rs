@@ -117,8 +117,12 @@ fn main() {
         MapOptions::default(),
         Default::default(),
     );
+    // BENCH_CORPUS=realistic (or uniform) runs that corpus alone, e.g. for instruction counts.
+    let only = std::env::var("BENCH_CORPUS").unwrap_or_default();
     for (name, realistic) in [("realistic mix", true), ("uniform over fixtures", false)] {
-        run(name, &corpus(realistic), &translator);
+        if name.contains(only.as_str()) {
+            run(name, &corpus(realistic), &translator);
+        }
     }
 }
 

@@ -101,10 +101,10 @@ pub fn split_document<'t>(
     let mut n = 0;
     for item in items {
         let kind = forced.or(envelope_kind).or_else(|| detect(&item));
-        for one in fan_out(item, kind) {
+        fan_out(item, kind, &mut |one| {
             emit(n, kind, one);
             n += 1;
-        }
+        });
     }
     n
 }
@@ -113,31 +113,29 @@ pub fn split_document<'t>(
 /// for Endpoint alert one record per evidence item, each holding that one item in place of the
 /// list, as Elastic's inputs split them: every event then names one alert's or one entity's
 /// hosts, files and users. Without items the record stays whole.
-fn fan_out(item: Json<'_>, kind: Option<SourceKind>) -> Vec<Json<'_>> {
+fn fan_out<'t>(item: Json<'t>, kind: Option<SourceKind>, emit: &mut impl FnMut(Json<'t>)) {
     let key = match kind {
         Some(SourceKind::GraphIncident) => "alerts",
         Some(SourceKind::MdeAlert) => "evidence",
-        _ => return vec![item],
+        _ => return emit(item),
     };
     let Json::Object(mut members) = item else {
-        return vec![item];
+        return emit(item);
     };
     let at = members
         .iter()
         .position(|(k, v)| k == key && matches!(v, Json::Array(a) if !a.is_empty()));
     let Some(at) = at else {
-        return vec![Json::Object(members)];
+        return emit(Json::Object(members));
     };
     let Json::Array(list) = std::mem::replace(&mut members[at].1, Json::Null) else {
-        return vec![Json::Object(members)];
+        return emit(Json::Object(members));
     };
-    list.into_iter()
-        .map(|one| {
-            let mut copy = members.clone();
-            copy[at].1 = one;
-            Json::Object(copy)
-        })
-        .collect()
+    for one in list {
+        let mut copy = members.clone();
+        copy[at].1 = one;
+        emit(Json::Object(copy));
+    }
 }
 
 /// `{"records":[...]}` (Event Hubs) or `{"value":[...]}` (Graph / MDE list page), with any other

@@ -475,11 +475,18 @@ impl Family {
                         .collect(),
                 )
             };
-            if !ruled.0 && !d.ecs_category.is_empty() {
-                ecs.append(self.category_slot, &words(&d.ecs_category));
-            }
-            if !ruled.1 && !d.ecs_type.is_empty() {
-                ecs.append(self.type_slot, &words(&d.ecs_type));
+            for (ruled, slot, w) in [
+                (ruled.0, self.category_slot, &d.ecs_category),
+                (ruled.1, self.type_slot, &d.ecs_type),
+            ] {
+                if ruled || w.is_empty() {
+                    continue;
+                }
+                if ecs.is_set(slot) {
+                    ecs.append(slot, &words(w));
+                } else {
+                    ecs.set(slot, words(w));
+                }
             }
         }
         ecs.set(self.timestamp_slot, Val::Time(time));

@@ -429,61 +429,86 @@ fn pieces<'a>(s: Cow<'a, str>, sep: Option<&str>) -> Option<Val<'a>> {
                 .map(|p| Val::Str(Cow::Owned(p.to_string())))
                 .collect(),
         },
-        None => command_line_args(&s)
-            .into_iter()
-            .map(|a| Val::Str(Cow::Owned(a)))
-            .collect(),
+        None => match &s {
+            Cow::Borrowed(line) => command_line_args(line).into_iter().map(Val::Str).collect(),
+            Cow::Owned(line) => command_line_args(line)
+                .into_iter()
+                .map(|a| Val::Str(Cow::Owned(a.into_owned())))
+                .collect(),
+        },
     };
     (!items.is_empty()).then_some(Val::List(items))
 }
 
 /// A command line split as Windows' CommandLineToArgvW does: whitespace separates arguments
 /// outside double quotes, quotes group and are dropped, `\"` is a literal quote, and a run of
-/// backslashes before a quote is halved.
-pub fn command_line_args(line: &str) -> Vec<String> {
+/// backslashes before a quote is halved. Arguments without quotes borrow from the line.
+pub fn command_line_args(line: &str) -> Vec<Cow<'_, str>> {
+    let b = line.as_bytes();
     let mut args = Vec::new();
-    let mut cur = String::new();
-    let (mut in_quotes, mut started) = (false, false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                let mut n = 1;
-                while chars.peek() == Some(&'\\') {
-                    chars.next();
-                    n += 1;
-                }
-                if chars.peek() == Some(&'"') {
-                    cur.extend(std::iter::repeat_n('\\', n / 2));
-                    if n % 2 == 1 {
-                        chars.next();
-                        cur.push('"');
+    let mut i = 0;
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() {
+            return args;
+        }
+        let start = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'"' {
+            i += 1;
+        }
+        if i >= b.len() || b[i] != b'"' {
+            args.push(Cow::Borrowed(&line[start..i]));
+            continue;
+        }
+        let (arg, end) = quoted_arg(b, start);
+        args.push(Cow::Owned(arg));
+        i = end;
+    }
+}
+
+/// One argument that holds quotes, from `start`; returns it and where it ends. Only the ASCII
+/// bytes `"` and `\` are dropped, so the bytes kept stay valid UTF-8.
+fn quoted_arg(b: &[u8], start: usize) -> (String, usize) {
+    let mut out: Vec<u8> = Vec::with_capacity(b.len() - start);
+    let mut in_quotes = false;
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                let run = b[i..].iter().take_while(|&&c| c == b'\\').count();
+                i += run;
+                if b.get(i) == Some(&b'"') {
+                    out.extend(std::iter::repeat_n(b'\\', run / 2));
+                    if run % 2 == 1 {
+                        out.push(b'"');
+                        i += 1;
                     }
                 } else {
-                    cur.extend(std::iter::repeat_n('\\', n));
+                    out.extend(std::iter::repeat_n(b'\\', run));
                 }
-                started = true;
             }
-            '"' => {
+            b'"' => {
                 in_quotes = !in_quotes;
-                started = true;
+                i += 1;
             }
-            c if c.is_whitespace() && !in_quotes => {
-                if started {
-                    args.push(std::mem::take(&mut cur));
-                    started = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                started = true;
+            c if c.is_ascii_whitespace() && !in_quotes => break,
+            _ => {
+                let run = b[i..]
+                    .iter()
+                    .take_while(|&&c| {
+                        c != b'\\' && c != b'"' && (in_quotes || !c.is_ascii_whitespace())
+                    })
+                    .count();
+                out.extend_from_slice(&b[i..i + run]);
+                i += run;
             }
         }
     }
-    if started {
-        args.push(cur);
-    }
-    args
+    let text = String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    (text, i)
 }
 
 fn map_str<'a>(v: Val<'a>, f: impl FnOnce(&str) -> Option<String>) -> Val<'a> {
