@@ -12,9 +12,10 @@
 //! tests and the benchmark alike.
 //!
 //! Modules: `event` (record types), `json` (the borrowed JSON records are parsed into), `decode`
-//! (payload shapes), `correlate` (the vulnerability join), `mapping` (pure engine: XML, paths, conversions, selection, event maps),
-//! `format` (pure: LEEF, syslog headers, ECS writer), `translate` (decode -> map -> render), `cli`
-//! (commands).
+//! (payload shapes), `correlate` (the vulnerability join), `mapping` (pure engine: XML, paths,
+//! conversions, selection, event maps, coverage), `format` (pure: LEEF, syslog headers, ECS
+//! writer), `export` (pure: QRadar content from the mappings), `translate` (decode -> map ->
+//! render), `cli` (commands).
 
 pub mod cli;
 pub mod correlate;
