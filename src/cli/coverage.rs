@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
 
-use super::translate::{parse_source, read_input};
+use super::translate::{each_input, parse_source};
 use super::MappingArgs;
 use crate::decode::decode_text;
 use crate::mapping::coverage::Tally;
@@ -33,26 +32,11 @@ pub struct CoverageArgs {
 pub fn run(a: CoverageArgs) -> Result<ExitCode> {
     let forced = parse_source(&a.source)?;
     let set = a.mappings.load()?;
-    let files = if a.files.is_empty() {
-        vec![PathBuf::from("-")]
-    } else {
-        a.files
-    };
     let mut tallies: BTreeMap<(String, String), Tally> = BTreeMap::new();
     let mut unmapped: BTreeMap<String, u64> = BTreeMap::new();
     let mut cache = Scratch::default();
-    let mut failed = false;
-    for file in files {
-        let origin: Arc<str> = Arc::from(file.display().to_string());
-        let text = match read_input(&file, &origin) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{e:#}");
-                failed = true;
-                continue;
-            }
-        };
-        let result = decode_text(&text, &origin, forced, |rec| {
+    let failed = each_input(a.files, |origin, text| {
+        let result = decode_text(text, origin, forced, |rec| {
             let family = rec
                 .source
                 .and_then(|kind| set.select(kind, &rec.payload, &mut cache));
@@ -71,11 +55,8 @@ pub fn run(a: CoverageArgs) -> Result<ExitCode> {
                 }
             }
         });
-        if let Err(e) = result {
-            eprintln!("{e}");
-            failed = true;
-        }
-    }
+        Ok(result.map(|_| ()).map_err(|e| e.to_string()))
+    })?;
     let families: BTreeMap<&str, &crate::mapping::Family> = set
         .families()
         .iter()

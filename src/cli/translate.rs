@@ -67,31 +67,16 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
         FormatArg::Leef => Format::Leef,
         FormatArg::Ecs => Format::Ecs,
     };
-    let files = if a.files.is_empty() {
-        vec![PathBuf::from("-")]
-    } else {
-        a.files
-    };
     let stdout = std::io::stdout();
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut counts = Counts::default();
     let mut out = Vec::with_capacity(1 << 16);
-    let mut failed = false;
-    for file in files {
-        let origin: Arc<str> = Arc::from(file.display().to_string());
-        let text = match read_input(&file, &origin) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{e:#}");
-                failed = true;
-                continue;
-            }
-        };
+    let failed = each_input(a.files, |origin, text| {
         // The first write error stops the output.
         let mut write_error = None;
         let result = translator.text_flushing(
-            &text,
-            &origin,
+            text,
+            origin,
             forced,
             &[format],
             &mut out,
@@ -108,11 +93,8 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
         }
         stdout.write_all(&out).context("writing to stdout")?;
         out.clear();
-        if let Err(e) = result {
-            eprintln!("{e}");
-            failed = true;
-        }
-    }
+        Ok(result.map_err(|e| e.to_string()))
+    })?;
     stdout.flush().context("writing to stdout")?;
     eprintln!("translate: {}", counts.summary());
     Ok(if failed {
@@ -122,7 +104,39 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
     })
 }
 
-pub(super) fn read_input(file: &PathBuf, origin: &str) -> Result<String> {
+/// Reads each input in turn (none, or `-`: stdin) and hands its text to `f`. An input that cannot
+/// be read, or that `f` reports as partly unreadable (`Ok(Err(reason))`), is reported on stderr
+/// and makes the result `true` ("some input failed", exit 2) without stopping the others; an
+/// `Err` from `f` stops everything.
+pub(super) fn each_input(
+    files: Vec<PathBuf>,
+    mut f: impl FnMut(&Arc<str>, &str) -> Result<std::result::Result<(), String>>,
+) -> Result<bool> {
+    let files = if files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        files
+    };
+    let mut failed = false;
+    for file in files {
+        let origin: Arc<str> = Arc::from(file.display().to_string());
+        match read_input(&file, &origin) {
+            Ok(text) => {
+                if let Err(reason) = f(&origin, &text)? {
+                    eprintln!("{reason}");
+                    failed = true;
+                }
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+fn read_input(file: &PathBuf, origin: &str) -> Result<String> {
     let mut bytes = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin()
