@@ -60,6 +60,8 @@ pub enum Step {
     Replace(String, String),
     /// A MAC address in ECS form: six upper-case hex pairs joined by `-`.
     Mac,
+    /// A User-Agent header parsed into ECS `user_agent` (name, version, os, device, original).
+    UserAgent,
     Lookup(Arc<LookupTable>),
     /// `args count` fused at compile time: counts the words without building the list.
     ArgCount,
@@ -87,6 +89,7 @@ pub const STEP_NAMES: &[&str] = &[
     "dirname",
     "url",
     "mac",
+    "user-agent",
     "replace:FROM:TO",
     "split:SEP",
     "join:SEP",
@@ -149,6 +152,7 @@ impl Step {
             "dirname" => Step::Dirname,
             "url" => Step::Url,
             "mac" => Step::Mac,
+            "user-agent" => Step::UserAgent,
             "replace" => {
                 let (from, to) = arg
                     .and_then(|a| a.split_once(':'))
@@ -373,6 +377,13 @@ impl Step {
                     .map(|p| String::from_utf8_lossy(p).to_ascii_uppercase())
                     .collect();
                 Val::Str(Cow::Owned(pairs.join("-")))
+            }
+            Step::UserAgent => {
+                let text = v.to_text();
+                if text.trim().is_empty() {
+                    return Ok(None);
+                }
+                Val::Json(JsonVal::Owned(user_agent(&text)))
             }
             Step::Url => match v {
                 Val::Str(ref s) => match url_parts(s) {
@@ -601,6 +612,60 @@ fn snake_keys(v: &Json) -> Json<'static> {
 }
 
 /// Splits a URL into the ECS `url.*` parts (original, scheme, domain, port, path, query, fragment).
+/// ECS `user_agent` in the shape Elastic's ingest pipeline (uap-core) gives: an unknown browser
+/// is named `Other`, as is a desktop device; the OS split into name, version and full name.
+/// Parsed with woothee (uap-core's rules are a 300 KB YAML file and a regex set too slow for a
+/// per-record step).
+fn user_agent(ua: &str) -> Json<'static> {
+    let known = |s: &str| (!s.is_empty() && s != "UNKNOWN").then(|| s.to_string());
+    let text = |s: String| Json::Str(Cow::Owned(s));
+    let mut members: Vec<(Cow<'static, str>, Json<'static>)> = Vec::with_capacity(5);
+    members.push((Cow::Borrowed("original"), text(ua.to_string())));
+    let Some(r) = woothee::parser::Parser::new().parse(ua) else {
+        members.push((Cow::Borrowed("name"), text("Other".into())));
+        return Json::Object(members);
+    };
+    members.push((
+        Cow::Borrowed("name"),
+        text(known(r.name).unwrap_or_else(|| "Other".into())),
+    ));
+    if let Some(v) = known(r.version) {
+        members.push((Cow::Borrowed("version"), text(v)));
+    }
+    let os_version = known(r.os_version);
+    let (os_name, os_version) = match r.os {
+        "Mac OSX" => (Some("Mac OS X".to_string()), os_version),
+        "iPhone" | "iPad" | "iPod" => (Some("iOS".to_string()), os_version),
+        os => match os.strip_prefix("Windows ") {
+            // Windows' version is in the name ("Windows 10"); os_version is the NT kernel's.
+            Some(v) => (Some("Windows".to_string()), Some(v.to_string())),
+            None => (known(os), os_version),
+        },
+    };
+    if let Some(name) = os_name {
+        let mut os = vec![(Cow::Borrowed("name"), text(name.clone()))];
+        let full = match &os_version {
+            Some(v) => {
+                os.push((Cow::Borrowed("version"), text(v.clone())));
+                format!("{name} {v}")
+            }
+            None => name,
+        };
+        os.push((Cow::Borrowed("full"), text(full)));
+        members.push((Cow::Borrowed("os"), Json::Object(os)));
+    }
+    let device = match (r.category, r.os) {
+        ("smartphone" | "mobilephone", "iPhone" | "iPad" | "iPod") => r.os.to_string(),
+        ("smartphone" | "mobilephone", _) => "Generic Smartphone".to_string(),
+        _ => "Other".to_string(),
+    };
+    members.push((
+        Cow::Borrowed("device"),
+        Json::Object(vec![(Cow::Borrowed("name"), text(device))]),
+    ));
+    Json::Object(members)
+}
+
 fn url_parts(s: &str) -> Option<Json<'static>> {
     let (scheme, rest) = s.split_once("://")?;
     if scheme.is_empty()
@@ -701,6 +766,38 @@ mod tests {
         assert_eq!(
             run(Step::ArgCount, s(r#""C:\Program Files\a.exe" /u"#)).unwrap(),
             Some(Val::Int(2))
+        );
+    }
+
+    #[test]
+    fn user_agents_as_elastic_names_them() {
+        let chrome = user_agent("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36");
+        assert_eq!(
+            chrome.to_string(),
+            r#"{"original":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36","name":"Chrome","version":"91.0.4472.124","os":{"name":"Windows","version":"10","full":"Windows 10"},"device":{"name":"Other"}}"#
+        );
+        let bare = user_agent("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36");
+        assert_eq!(bare.get("name").and_then(Json::as_str), Some("Other"));
+        assert_eq!(bare.get("version"), None);
+        let iphone = user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1");
+        assert_eq!(
+            iphone
+                .get("os")
+                .and_then(|o| o.get("full"))
+                .and_then(Json::as_str),
+            Some("iOS 17.5")
+        );
+        assert_eq!(
+            iphone
+                .get("device")
+                .and_then(|d| d.get("name"))
+                .and_then(Json::as_str),
+            Some("iPhone")
+        );
+        assert_eq!(
+            run(Step::UserAgent, s("  ")).unwrap(),
+            None,
+            "an empty header is no value"
         );
     }
 
