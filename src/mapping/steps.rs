@@ -632,7 +632,7 @@ fn user_agent(ua: &str) -> Json<'static> {
     if let Some(v) = known(r.version) {
         members.push((Cow::Borrowed("version"), text(v)));
     }
-    let os_version = known(r.os_version);
+    let os_version = known(&r.os_version);
     let (os_name, os_version) = match r.os {
         "Mac OSX" => (Some("Mac OS X".to_string()), os_version),
         "iPhone" | "iPad" | "iPod" => (Some("iOS".to_string()), os_version),
