@@ -57,6 +57,11 @@ impl LeefOptions {
         Ok(c)
     }
 
+    /// The attribute delimiter as a byte.
+    pub fn delimiter_byte(&self) -> u8 {
+        self.delim()
+    }
+
     fn delim(&self) -> u8 {
         match self.version {
             LeefVersion::V1 => b'\t',
@@ -132,6 +137,27 @@ fn write_value(v: &Val, delim: u8, out: &mut Vec<u8>) {
     }
 }
 
+/// The longest prefix of `s` whose escaped form is at most `max` bytes, cut on a character
+/// boundary (an escape sequence is never split, since whole characters are kept or dropped).
+pub fn prefix_within(s: &str, delim: u8, max: usize) -> String {
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        // As `escape` writes it: `\\` `\t` `\r` `\n` take two bytes, other specials `\xNN` four.
+        let cost = match c {
+            '\\' | '\t' | '\r' | '\n' => 2,
+            c if c.is_ascii() && ((c as u8) < 0x20 || c as u8 == 0x7f || c as u8 == delim) => 4,
+            c => c.len_utf8(),
+        };
+        if used + cost > max {
+            break;
+        }
+        used += cost;
+        end = i + c.len_utf8();
+    }
+    s[..end].to_string()
+}
+
 /// Escapes one value; unescaped runs are copied whole.
 pub fn escape(s: &str, delim: u8, out: &mut Vec<u8>) {
     let b = s.as_bytes();
@@ -157,6 +183,23 @@ pub fn escape(s: &str, delim: u8, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use std::borrow::Cow;
+
+    #[test]
+    fn prefixes_never_split_an_escape_or_a_character() {
+        assert_eq!(prefix_within("ab\tc", b'\t', 3), "ab");
+        assert_eq!(prefix_within("ab\tc", b'\t', 4), "ab\t");
+        assert_eq!(prefix_within("a\\b", b'\t', 2), "a");
+        assert_eq!(prefix_within("aé", b'\t', 2), "a");
+        assert_eq!(prefix_within("aé", b'\t', 3), "aé");
+        assert_eq!(
+            prefix_within("a^b", b'^', 4),
+            "a",
+            "another delimiter costs \\xNN"
+        );
+        let mut out = Vec::new();
+        escape(&prefix_within("x\r\ny\u{1}z", b'\t', 9), b'\t', &mut out);
+        assert!(out.len() <= 9, "{}", String::from_utf8_lossy(&out));
+    }
 
     fn render(opts: &LeefOptions, id: &str, attrs: &[(&str, Val)]) -> String {
         let mut out = Vec::new();
