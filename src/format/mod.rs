@@ -22,6 +22,9 @@ pub fn render_leef(ev: &MappedEvent, opts: &RenderOptions, out: &mut Vec<u8>) {
 }
 
 /// The syslog header, the LEEF header, `cat`, `devTime`, then `attrs`.
+// The identity `map` below is what lets the attributes' lifetimes shorten to those of the local
+// `cat` and `devTime` values (an iterator's item type does not coerce by itself).
+#[allow(clippy::map_identity)]
 fn render_leef_with<'k, 'v, 'a: 'v>(
     ev: &MappedEvent,
     opts: &RenderOptions,
@@ -37,7 +40,6 @@ fn render_leef_with<'k, 'v, 'a: 'v>(
     leef::write_leef(
         &opts.leef,
         ["Microsoft", ev.product, ev.version, &ev.event_id],
-        // The map lets the attributes' lifetimes shorten to those of `cat` and `devTime`.
         head.chain(attrs.map(|(k, v)| (k, v))),
         out,
     );
