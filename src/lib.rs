@@ -14,8 +14,8 @@
 //! Modules: `event` (record types), `json` (the borrowed JSON records are parsed into), `decode`
 //! (payload shapes), `correlate` (the vulnerability join), `mapping` (pure engine: XML, paths,
 //! conversions, selection, event maps, coverage), `format` (pure: LEEF, syslog headers, ECS
-//! writer), `export` (pure: QRadar content from the mappings), `translate` (decode -> map ->
-//! render), `cli` (commands).
+//! writer), `export` (pure: QRadar content from the mappings), `output` (I/O: syslog),
+//! `translate` (decode -> map -> render), `cli` (commands).
 
 pub mod cli;
 pub mod correlate;
@@ -25,4 +25,5 @@ pub mod export;
 pub mod format;
 pub mod json;
 pub mod mapping;
+pub mod output;
 pub mod translate;

@@ -8,7 +8,7 @@ use crate::decode::{decode_text, DecodeError};
 use crate::event::{RawRecord, SourceKind};
 use crate::format::{render_ecs, render_leef, RenderOptions};
 use crate::mapping::scratch::Scratch;
-use crate::mapping::{MapOptions, MappingSet, Outcome};
+use crate::mapping::{MapOptions, MappedEvent, MappingSet, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -81,6 +81,23 @@ impl Translator {
         out: &mut Vec<u8>,
         counts: &mut Counts,
     ) {
+        let ev = self.map_counted(rec, cache, counts);
+        for f in formats {
+            match f {
+                Format::Leef => render_leef(&ev, &self.render, out),
+                Format::Ecs => render_ecs(&ev, out),
+            }
+            out.push(b'\n');
+        }
+    }
+
+    /// Maps one record and counts the outcome.
+    pub fn map_counted<'a>(
+        &'a self,
+        rec: &'a RawRecord<'a>,
+        cache: &mut Scratch,
+        counts: &mut Counts,
+    ) -> MappedEvent<'a> {
         let ev = self.mappings.map(rec, &self.map, cache);
         match &ev.outcome {
             Outcome::Mapped => counts.mapped += 1,
@@ -112,13 +129,24 @@ impl Translator {
                 *counts.by_family.entry(key).or_default() += 1;
             }
         }
-        for f in formats {
-            match f {
-                Format::Leef => render_leef(&ev, &self.render, out),
-                Format::Ecs => render_ecs(&ev, out),
-            }
-            out.push(b'\n');
-        }
+        ev
+    }
+
+    /// Maps every record of `text` and hands each event to `f`, in input order.
+    pub fn each_event(
+        &self,
+        text: &str,
+        origin: &Arc<str>,
+        forced: Option<SourceKind>,
+        counts: &mut Counts,
+        mut f: impl FnMut(&MappedEvent),
+    ) -> Result<(), DecodeError> {
+        let mut cache = Scratch::default();
+        decode_text(text, origin, forced, |rec| {
+            let ev = self.map_counted(&rec, &mut cache, counts);
+            f(&ev);
+        })
+        .map(|_| ())
     }
 
     /// Translates every record of `text`. Output for documents before a malformed one is kept.

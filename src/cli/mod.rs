@@ -3,6 +3,7 @@
 mod coverage;
 mod export;
 pub mod replay;
+mod syslog_send;
 mod translate;
 
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Translate Defender payloads (files or stdin) to LEEF syslog lines or ECS JSON, one per line.
-    Translate(translate::TranslateArgs),
+    Translate(Box<translate::TranslateArgs>),
     /// Replay the golden fixtures and compare byte for byte (or rewrite them with --bless).
     Replay(replay::ReplayArgs),
     /// Load the mapping files and replay the fixtures without writing; report every problem.
@@ -120,7 +121,7 @@ impl RenderArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Translate(a) => translate::run(a),
+        Command::Translate(a) => translate::run(*a),
         Command::Replay(a) => replay::run_replay(a),
         Command::Check(a) => replay::run_check(a),
         Command::Export(a) => export::run(a),

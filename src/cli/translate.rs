@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
+use super::syslog_send::{Frames, Senders, SyslogArgs};
 use super::{MappingArgs, RenderArgs};
 use crate::event::SourceKind;
 use crate::mapping::MapOptions;
@@ -37,6 +38,8 @@ pub struct TranslateArgs {
     mappings: MappingArgs,
     #[command(flatten)]
     render: RenderArgs,
+    #[command(flatten)]
+    syslog: SyslogArgs,
     /// Input files; `-` or none for stdin.
     files: Vec<PathBuf>,
 }
@@ -67,6 +70,9 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
         FormatArg::Leef => Format::Leef,
         FormatArg::Ecs => Format::Ecs,
     };
+    if a.syslog.enabled() {
+        return send(&translator, forced, &a.syslog, a.files);
+    }
     let stdout = std::io::stdout();
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut counts = Counts::default();
@@ -98,6 +104,37 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
     stdout.flush().context("writing to stdout")?;
     eprintln!("translate: {}", counts.summary());
     Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `translate --syslog ...`: each input's LEEF events rendered within the receivers' size
+/// limit and sent to every receiver.
+fn send(
+    translator: &Translator,
+    forced: Option<SourceKind>,
+    args: &SyslogArgs,
+    files: Vec<PathBuf>,
+) -> Result<ExitCode> {
+    let mut senders = Senders::open(args)?;
+    let mut counts = Counts::default();
+    let (mut trimmed, mut too_large) = (0, 0);
+    let failed = each_input(files, |origin, text| {
+        let mut frames = Frames::default();
+        let result = translator.each_event(text, origin, forced, &mut counts, |ev| {
+            frames.add(ev, &translator.render, senders.max)
+        });
+        senders.send(&frames)?;
+        trimmed += frames.trimmed;
+        too_large += frames.too_large;
+        Ok(result.map_err(|e| e.to_string()))
+    })?;
+    let report = senders.close()?;
+    eprintln!("translate: {}", counts.summary());
+    eprintln!("syslog: {report}; {trimmed} events trimmed to fit, {too_large} too large to send");
+    Ok(if failed || too_large > 0 {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
