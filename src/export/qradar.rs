@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::mapping::family::EventDef;
+use crate::mapping::family::{EventDef, RECORD_ID_KEY};
 use crate::mapping::{generic_event_id, MappingSet, Outcome, GENERIC_CATEGORY};
 
 /// LEEF keys QRadar normalises itself; every other key needs a custom event property.
@@ -38,7 +38,13 @@ pub const NORMALISED_KEYS: &[&str] = &[
 ];
 
 /// Keys the engine writes on generic (unmapped or failed) events.
-const GENERIC_KEYS: &[&str] = &["sourceCategory", "reason", "inputKind", "payload"];
+const GENERIC_KEYS: &[&str] = &[
+    "sourceCategory",
+    "reason",
+    "inputKind",
+    "payload",
+    RECORD_ID_KEY,
+];
 /// The key that keeps an event's own name when it goes under its event map's default id.
 const EVENT_NAME_KEY: &str = "EventName";
 
@@ -161,9 +167,11 @@ pub fn content(set: &MappingSet) -> Result<QradarContent, ExportError> {
                 .or_default()
                 .push(family.name.clone());
         }
-        keys.entry(EVENT_NAME_KEY.to_string())
-            .or_default()
-            .push(family.name.clone());
+        for engine_key in [EVENT_NAME_KEY, RECORD_ID_KEY] {
+            keys.entry(engine_key.to_string())
+                .or_default()
+                .push(family.name.clone());
+        }
     }
     for outcome in [
         Outcome::Unmapped(String::new()),

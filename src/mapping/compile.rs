@@ -151,6 +151,7 @@ pub fn compile_family(
     let mut selector = None;
     let mut event_name = None;
     let mut event_category = None;
+    let mut record_id: Vec<Vec<Path>> = Vec::new();
     let mut device_time = None;
     let mut event_map = None;
     let mut carries = Vec::new();
@@ -180,6 +181,25 @@ pub fn compile_family(
             }
             "lookup-table" => {}
             "event-map" => event_map = compile_event_map(&mut ctx, el, sets),
+            "record-id" => {
+                ctx.allow(el, &["paths"]);
+                if !record_id.is_empty() {
+                    ctx.err(el, el.pos, "only one <record-id> per family");
+                }
+                if let Some(paths) = ctx.required(el, "paths") {
+                    // Components separated by spaces; `a|b` takes the first that has a value.
+                    for component in paths.split_whitespace() {
+                        let mut alternatives = Vec::new();
+                        for p in component.split('|') {
+                            match Path::parse(p) {
+                                Ok(path) => alternatives.push(path),
+                                Err(e) => ctx.err(el, el.pos, format!("bad path `{p}`: {e}")),
+                            }
+                        }
+                        record_id.push(alternatives);
+                    }
+                }
+            }
             "carry" => {
                 if let Some(c) = b.carry(&mut ctx, el, columns) {
                     carries.push(c);
@@ -292,6 +312,7 @@ pub fn compile_family(
         event_map,
         carry,
         members,
+        record_id,
         leef_keys: b.leef_index.len(),
         plan: b.plan,
         timestamp_slot,

@@ -317,6 +317,9 @@ pub struct Family {
     pub rules: Vec<Rule>,
     pub event_map: EventMap,
     pub carry: Option<Carry>,
+    /// What identifies one record for de-duplication downstream (`<record-id>`: components,
+    /// each a list of alternatives); empty: the whole record.
+    pub record_id: Vec<Vec<Path>>,
     /// How many distinct LEEF keys the rules write.
     pub leef_keys: usize,
     pub members: MemberIndex,
@@ -399,6 +402,7 @@ impl Family {
         if event_id.is_empty() {
             return Err(format!("no event name at `{}`", self.event_name.what));
         }
+        let record_id = record_id(&self.record_id, rec, cache);
         let mut ecs = EcsValues::new(self.plan.slot_count());
         let mut leef: Vec<(&'a str, Val<'a>)> = Vec::with_capacity(self.leef_keys + 4);
         let mut leef_seen = vec![false; self.leef_keys];
@@ -543,8 +547,13 @@ impl Family {
                 .collect();
             ecs.set(self.error_slot, Val::List(list));
         }
+        leef.push((
+            RECORD_ID_KEY,
+            Val::Str(Cow::Owned(format!("{record_id:032x}"))),
+        ));
         Ok(MappedEvent {
             outcome: Outcome::Mapped,
+            record_id,
             family: Some(self),
             source: Some(source),
             event_id,
@@ -561,6 +570,28 @@ impl Family {
             version: &self.version,
         })
     }
+}
+
+/// The LEEF key that carries the record id.
+pub const RECORD_ID_KEY: &str = "dsmId";
+
+/// A deterministic 128-bit id of a record: XXH3-128 of the `<record-id>` components (each
+/// value's text, then a 0xFF byte no UTF-8 text holds), or of the whole record's JSON. The same
+/// record always gets the same id, on any machine and in any version of this program that keeps
+/// the family's components, so a re-delivered event is recognised downstream (it is the `_id` of
+/// an Elasticsearch `create`, and the LEEF key `dsmId`).
+pub fn record_id(components: &[Vec<Path>], rec: &Json, cache: &mut Scratch) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    if components.is_empty() {
+        h.update(rec.to_string().as_bytes());
+    }
+    for alternatives in components {
+        if let Some(v) = alternatives.iter().find_map(|p| p.resolve(rec, cache)) {
+            h.update(v.to_text().as_bytes());
+        }
+        h.update(&[0xff]);
+    }
+    h.digest128()
 }
 
 fn convert_column<'a>(

@@ -62,6 +62,8 @@ impl Outcome {
 #[derive(Debug)]
 pub struct MappedEvent<'a> {
     pub outcome: Outcome,
+    /// Deterministic id of the record (see [`family::record_id`]).
+    pub record_id: u128,
     pub family: Option<&'a Family>,
     pub source: Option<SourceKind>,
     /// LEEF EventID, first QID key.
@@ -335,6 +337,7 @@ impl MappingSet {
         ecs.set(g.kind, Val::Str(Cow::Borrowed("pipeline_error")));
         ecs.set(g.code, Val::Str(category.clone()));
         ecs.set(g.original, Val::Str(Cow::Owned(original.clone())));
+        let record_id = family::record_id(&[], &rec.payload, &mut Scratch::default());
         let leef = vec![
             ("sev", Val::Int(5)),
             ("sourceCategory", Val::Str(category.clone())),
@@ -346,9 +349,14 @@ impl MappingSet {
                 )),
             ),
             ("payload", Val::Str(Cow::Owned(original))),
+            (
+                family::RECORD_ID_KEY,
+                Val::Str(Cow::Owned(format!("{record_id:032x}"))),
+            ),
         ];
         MappedEvent {
             outcome,
+            record_id,
             family: None,
             source: rec.source,
             event_id: Cow::Borrowed(event_id),
