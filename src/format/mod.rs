@@ -7,6 +7,7 @@ pub mod syslog;
 use std::borrow::Cow;
 
 use crate::mapping::value::Val;
+use crate::mapping::family::RECORD_ID_KEY;
 use crate::mapping::MappedEvent;
 
 /// How events are rendered.
@@ -43,6 +44,14 @@ fn render_leef_with<'k, 'v, 'a: 'v>(
         head.chain(attrs.map(|(k, v)| (k, v))),
         out,
     );
+    // The record id last, written straight from the number (hex needs no escaping).
+    out.push(opts.leef.delimiter_byte());
+    out.extend_from_slice(RECORD_ID_KEY.as_bytes());
+    out.push(b'=');
+    let id = ev.record_id;
+    for shift in (0..32).rev() {
+        out.push(b"0123456789abcdef"[((id >> (shift * 4)) & 0xf) as usize]);
+    }
 }
 
 /// How a LEEF event was made to fit an output's maximum message size.

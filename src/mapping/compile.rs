@@ -151,7 +151,7 @@ pub fn compile_family(
     let mut selector = None;
     let mut event_name = None;
     let mut event_category = None;
-    let mut record_id: Vec<Vec<Path>> = Vec::new();
+    let mut record_id: Vec<Vec<Source>> = Vec::new();
     let mut device_time = None;
     let mut event_map = None;
     let mut carries = Vec::new();
@@ -192,7 +192,7 @@ pub fn compile_family(
                         let mut alternatives = Vec::new();
                         for p in component.split('|') {
                             match Path::parse(p) {
-                                Ok(path) => alternatives.push(path),
+                                Ok(path) => alternatives.push(Source::Path(path)),
                                 Err(e) => ctx.err(el, el.pos, format!("bad path `{p}`: {e}")),
                             }
                         }
@@ -268,6 +268,23 @@ pub fn compile_family(
                 }
                 _ => None,
             };
+        }
+    }
+    if let Some(c) = &carry {
+        // Record-id components that are members of the carried object are read from the
+        // member index too, not looked up by name in every record.
+        for source in record_id.iter_mut().flatten() {
+            let Source::Path(p) = source else { continue };
+            let Some((key, rest)) = p.strip_member(&c.carry.path) else {
+                continue;
+            };
+            let next = members.args;
+            let m = members.keys.entry(key.to_string()).or_default();
+            let arg = *m.arg.get_or_insert(next);
+            if arg == next {
+                members.args += 1;
+            }
+            *source = Source::Member(arg, rest);
         }
     }
     let carry = carry.map(|c| c.carry);

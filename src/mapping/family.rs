@@ -319,7 +319,7 @@ pub struct Family {
     pub carry: Option<Carry>,
     /// What identifies one record for de-duplication downstream (`<record-id>`: components,
     /// each a list of alternatives); empty: the whole record.
-    pub record_id: Vec<Vec<Path>>,
+    pub record_id: Vec<Vec<Source>>,
     /// How many distinct LEEF keys the rules write.
     pub leef_keys: usize,
     pub members: MemberIndex,
@@ -402,7 +402,7 @@ impl Family {
         if event_id.is_empty() {
             return Err(format!("no event name at `{}`", self.event_name.what));
         }
-        let record_id = record_id(&self.record_id, rec, cache);
+        let record_id = record_id(&self.record_id, rec, &args, cache);
         let mut ecs = EcsValues::new(self.plan.slot_count());
         let mut leef: Vec<(&'a str, Val<'a>)> = Vec::with_capacity(self.leef_keys + 4);
         let mut leef_seen = vec![false; self.leef_keys];
@@ -547,10 +547,6 @@ impl Family {
                 .collect();
             ecs.set(self.error_slot, Val::List(list));
         }
-        leef.push((
-            RECORD_ID_KEY,
-            Val::Str(Cow::Owned(format!("{record_id:032x}"))),
-        ));
         Ok(MappedEvent {
             outcome: Outcome::Mapped,
             record_id,
@@ -580,18 +576,38 @@ pub const RECORD_ID_KEY: &str = "dsmId";
 /// record always gets the same id, on any machine and in any version of this program that keeps
 /// the family's components, so a re-delivered event is recognised downstream (it is the `_id` of
 /// an Elasticsearch `create`, and the LEEF key `dsmId`).
-pub fn record_id(components: &[Vec<Path>], rec: &Json, cache: &mut Scratch) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+pub fn record_id<'a>(
+    components: &[Vec<Source>],
+    rec: &'a Json<'a>,
+    args: &[Option<&'a Json<'a>>],
+    cache: &mut Scratch,
+) -> u128 {
     if components.is_empty() {
-        h.update(rec.to_string().as_bytes());
+        return xxhash_rust::xxh3::xxh3_128(rec.to_string().as_bytes());
     }
+    // One-shot hashing of the joined components: XXH3's streaming state costs more to set up
+    // than these few dozen bytes cost to hash.
+    let mut buf = cache.take_id_buffer();
     for alternatives in components {
-        if let Some(v) = alternatives.iter().find_map(|p| p.resolve(rec, cache)) {
-            h.update(v.to_text().as_bytes());
+        let value = alternatives.iter().find_map(|s| match s {
+            Source::Path(p) => p.resolve(rec, cache),
+            Source::Member(i, rest) => match args.get(*i).copied().flatten() {
+                Some(v) if rest.is_empty() => Val::from_json(v),
+                Some(v) => rest.resolve(v, cache),
+                None => None,
+            },
+            _ => None,
+        });
+        match value {
+            Some(Val::Str(s)) => buf.extend_from_slice(s.as_bytes()),
+            Some(other) => buf.extend_from_slice(other.to_text().as_bytes()),
+            None => {}
         }
-        h.update(&[0xff]);
+        buf.push(0xff);
     }
-    h.digest128()
+    let id = xxhash_rust::xxh3::xxh3_128(&buf);
+    cache.return_id_buffer(buf);
+    id
 }
 
 fn convert_column<'a>(

@@ -337,7 +337,7 @@ impl MappingSet {
         ecs.set(g.kind, Val::Str(Cow::Borrowed("pipeline_error")));
         ecs.set(g.code, Val::Str(category.clone()));
         ecs.set(g.original, Val::Str(Cow::Owned(original.clone())));
-        let record_id = family::record_id(&[], &rec.payload, &mut Scratch::default());
+        let record_id = family::record_id(&[], &rec.payload, &[], &mut Scratch::default());
         let leef = vec![
             ("sev", Val::Int(5)),
             ("sourceCategory", Val::Str(category.clone())),
@@ -349,10 +349,6 @@ impl MappingSet {
                 )),
             ),
             ("payload", Val::Str(Cow::Owned(original))),
-            (
-                family::RECORD_ID_KEY,
-                Val::Str(Cow::Owned(format!("{record_id:032x}"))),
-            ),
         ];
         MappedEvent {
             outcome,

@@ -10,6 +10,7 @@ use crate::json::Json;
 pub struct Scratch {
     parsed: Vec<(usize, Option<Json<'static>>)>,
     shapes: Vec<(usize, Shape)>,
+    id_buffer: Vec<u8>,
 }
 
 /// The members of the last record of a family, in order, with what each name resolved to.
@@ -37,6 +38,17 @@ impl Scratch {
             }
         };
         self.parsed[at].1.as_ref()
+    }
+
+    /// The buffer record ids are hashed from, empty, reused from record to record.
+    pub(super) fn take_id_buffer(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.id_buffer);
+        b.clear();
+        b
+    }
+
+    pub(super) fn return_id_buffer(&mut self, b: Vec<u8>) {
+        self.id_buffer = b;
     }
 
     pub(super) fn shape(&mut self, family: usize) -> &mut Shape {
