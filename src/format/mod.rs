@@ -6,8 +6,8 @@ pub mod syslog;
 
 use std::borrow::Cow;
 
-use crate::mapping::value::Val;
 use crate::mapping::family::RECORD_ID_KEY;
+use crate::mapping::value::Val;
 use crate::mapping::MappedEvent;
 
 /// How events are rendered.

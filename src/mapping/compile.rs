@@ -144,6 +144,7 @@ pub fn compile_family(
         rules: Vec::new(),
         leef_seen: HashMap::new(),
         leef_index: HashMap::new(),
+        conditions: 0,
     };
     // Lookup tables first, from the family and from the sets it includes, so any field may use them.
     collect_tables(&mut ctx, root, sets, &mut b.tables, &mut HashSet::new());

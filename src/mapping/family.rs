@@ -121,7 +121,9 @@ pub struct Rule {
     pub regex: Option<(Regex, usize)>,
     pub steps: Vec<Step>,
     pub default: Option<String>,
-    pub when: Option<Predicate>,
+    /// The condition and its id among the family's conditions (rules of one `<group>` share
+    /// it, so it is evaluated once per record).
+    pub when: Option<(Predicate, usize)>,
     pub required: bool,
     /// LEEF key and its index among the family's keys (for a per-record "already written" mark).
     pub leef: Option<(String, usize)>,
@@ -158,8 +160,16 @@ impl Rule {
                 None => Eval::Absent,
             };
         }
-        if let Some(w) = &self.when {
-            if !w.eval(rec, cache) {
+        if let Some((w, id)) = &self.when {
+            let holds = match cache.condition(*id) {
+                Some(known) => known,
+                None => {
+                    let v = w.eval(rec, cache);
+                    cache.remember_condition(*id, v);
+                    v
+                }
+            };
+            if !holds {
                 return Eval::Skipped;
             }
         }

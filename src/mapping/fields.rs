@@ -20,6 +20,8 @@ pub(super) struct Builder {
     /// LEEF key -> whether the rule that writes it is conditional.
     pub(super) leef_seen: HashMap<String, (bool, Pos)>,
     pub(super) leef_index: HashMap<String, usize>,
+    /// How many condition ids were handed out.
+    pub(super) conditions: usize,
 }
 
 const FIELD_ATTRS: &[&str] = &[
@@ -59,7 +61,7 @@ impl Builder {
         ctx: &mut Ctx,
         el: &Element,
         sets: &FieldSets,
-        when: Option<&Predicate>,
+        when: Option<&(Predicate, usize)>,
         stack: &mut Vec<String>,
     ) {
         match el.name.as_str() {
@@ -67,12 +69,12 @@ impl Builder {
                 ctx.allow(el, FIELD_ATTRS);
                 let own = el.children.iter().find(|c| c.name == "when");
                 let cond = match (when, own.map(|w| compile_when(ctx, w))) {
-                    (Some(outer), Some(Some(inner))) => {
-                        Some(Predicate::All(vec![outer.clone(), inner]))
+                    (Some((outer, _)), Some(Some(inner))) => {
+                        Some(self.condition(Predicate::All(vec![outer.clone(), inner])))
                     }
                     (Some(outer), _) => Some(outer.clone()),
-                    (None, Some(inner)) => inner,
-                    (None, None) => None,
+                    (None, Some(Some(inner))) => Some(self.condition(inner)),
+                    (None, _) => None,
                 };
                 for c in el.children.iter().filter(|c| c.name != "when") {
                     ctx.err(c, c.pos, "a <field> holds only a <when>");
@@ -89,9 +91,12 @@ impl Builder {
                     .find(|c| c.name == "when")
                     .and_then(|w| compile_when(ctx, w));
                 let cond = match (when, own) {
-                    (Some(outer), Some(inner)) => Some(Predicate::All(vec![outer.clone(), inner])),
+                    (Some((outer, _)), Some(inner)) => {
+                        Some(self.condition(Predicate::All(vec![outer.clone(), inner])))
+                    }
                     (Some(outer), None) => Some(outer.clone()),
-                    (None, inner) => inner,
+                    (None, Some(inner)) => Some(self.condition(inner)),
+                    (None, None) => None,
                 };
                 for c in el.children.iter().filter(|c| c.name != "when") {
                     self.body_element(ctx, c, sets, cond.as_ref(), stack);
@@ -136,7 +141,18 @@ impl Builder {
         }
     }
 
-    fn rule(&mut self, ctx: &mut Ctx, el: &Element, when: Option<Predicate>) -> Option<Rule> {
+    /// A condition with its own id, for the per-record cache of condition results.
+    fn condition(&mut self, p: Predicate) -> (Predicate, usize) {
+        self.conditions += 1;
+        (p, self.conditions - 1)
+    }
+
+    fn rule(
+        &mut self,
+        ctx: &mut Ctx,
+        el: &Element,
+        when: Option<(Predicate, usize)>,
+    ) -> Option<Rule> {
         let mut sources = Vec::new();
         if let Some(a) = el.attr("path") {
             for alt in a.value.split('|') {

@@ -11,6 +11,10 @@ pub struct Scratch {
     parsed: Vec<(usize, Option<Json<'static>>)>,
     shapes: Vec<(usize, Shape)>,
     id_buffer: Vec<u8>,
+    /// Conditions of the current record already evaluated (bit per condition id below 64) and
+    /// their results: a `<group>`'s condition is evaluated once, not once per field.
+    conditions_known: u64,
+    conditions_true: u64,
 }
 
 /// The members of the last record of a family, in order, with what each name resolved to.
@@ -25,6 +29,25 @@ impl Scratch {
     /// Forgets the JSON parsed for the previous record.
     pub fn clear(&mut self) {
         self.parsed.clear();
+        self.conditions_known = 0;
+    }
+
+    /// The result of condition `id` for this record, if already evaluated.
+    pub(super) fn condition(&self, id: usize) -> Option<bool> {
+        let bit = 1u64.checked_shl(u32::try_from(id).ok()?)?;
+        (self.conditions_known & bit != 0).then_some(self.conditions_true & bit != 0)
+    }
+
+    pub(super) fn remember_condition(&mut self, id: usize, value: bool) {
+        let Some(bit) = u32::try_from(id).ok().and_then(|i| 1u64.checked_shl(i)) else {
+            return;
+        };
+        self.conditions_known |= bit;
+        if value {
+            self.conditions_true |= bit;
+        } else {
+            self.conditions_true &= !bit;
+        }
     }
 
     /// `s` parsed as JSON, once per record (strings are told apart by address).
