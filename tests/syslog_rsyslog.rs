@@ -270,7 +270,7 @@ fn an_oversized_event_arrives_trimmed_and_marked() {
     assert_eq!(got.len(), 1);
     assert!(got[0].len() <= 4096, "{}", got[0].len());
     assert!(
-        got[0].ends_with("\ttruncated=ProcessCommandLine"),
+        got[0].contains("\ttruncated=ProcessCommandLine\tdsmId="),
         "{}",
         &got[0][got[0].len() - 80..]
     );
