@@ -244,18 +244,11 @@ pub fn compile_family(
                 .iter()
                 .any(|t| c.prefix.as_deref().is_none_or(|p| !t.starts_with(p)));
             for source in &mut rule.sources {
-                let Source::Path(p) = source else { continue };
-                let Some((key, rest)) = p.strip_member(&c.carry.path) else {
-                    continue;
-                };
-                let next = members.args;
-                let m = members.keys.entry(key.to_string()).or_default();
-                let arg = *m.arg.get_or_insert(next);
-                if arg == next {
-                    members.args += 1;
+                if let Some((key, whole)) = bind_member(source, &c.carry.path, &mut members) {
+                    if let Some(m) = members.keys.get_mut(&key) {
+                        m.core |= core && whole;
+                    }
                 }
-                m.core |= core && rest.is_empty();
-                *source = Source::Member(arg, rest);
             }
             rule.plain_member = match rule.sources.as_slice() {
                 [Source::Member(i, rest)]
@@ -275,17 +268,7 @@ pub fn compile_family(
         // Record-id components that are members of the carried object are read from the
         // member index too, not looked up by name in every record.
         for source in record_id.iter_mut().flatten() {
-            let Source::Path(p) = source else { continue };
-            let Some((key, rest)) = p.strip_member(&c.carry.path) else {
-                continue;
-            };
-            let next = members.args;
-            let m = members.keys.entry(key.to_string()).or_default();
-            let arg = *m.arg.get_or_insert(next);
-            if arg == next {
-                members.args += 1;
-            }
-            *source = Source::Member(arg, rest);
+            bind_member(source, &c.carry.path, &mut members);
         }
     }
     let carry = carry.map(|c| c.carry);
@@ -340,6 +323,30 @@ pub fn compile_family(
         original_slot,
         error_slot,
     })
+}
+
+/// Turns a path into the carried object into a member-index argument (read once per record in
+/// the carry loop instead of looked up by name). Returns the member's name and whether the
+/// source is the member whole.
+fn bind_member(
+    source: &mut Source,
+    carry: &Path,
+    members: &mut MemberIndex,
+) -> Option<(String, bool)> {
+    let Source::Path(p) = source else {
+        return None;
+    };
+    let (key, rest) = p.strip_member(carry)?;
+    let key = key.to_string();
+    let next = members.args;
+    let m = members.keys.entry(key.clone()).or_default();
+    let arg = *m.arg.get_or_insert(next);
+    if arg == next {
+        members.args += 1;
+    }
+    let whole = rest.is_empty();
+    *source = Source::Member(arg, rest);
+    Some((key, whole))
 }
 
 fn collect_tables(
