@@ -292,3 +292,48 @@ fn coverage_names_unread_columns_keys_and_empty_fields() {
     let stray = run(&["coverage"], r#"{"hello":1}"#);
     assert!(text(&stray.stdout).contains("(unmapped) unknown: 1 records"));
 }
+
+#[test]
+fn out_file_rotates_and_keeps_every_line_whole() {
+    let dir = std::env::temp_dir().join(format!("dsm-cli-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/device-network-events/failed-listening-request.input.json");
+    let input = input.to_str().expect("utf-8 path");
+    let stdout = text(&run(&["translate", "--format", "ecs", input], "").stdout);
+    let path = dir.join("ecs.ndjson");
+    let out = run(
+        &[
+            "translate",
+            "--format",
+            "ecs",
+            "--out-file",
+            path.to_str().expect("utf-8"),
+            "--rotate-bytes",
+            "3000",
+            "--keep-files",
+            "10",
+            input,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let mut files: Vec<PathBuf> = (1..=10)
+        .rev()
+        .map(|n| dir.join(format!("ecs.ndjson.{n}")))
+        .filter(|p| p.exists())
+        .collect();
+    files.push(path);
+    assert!(files.len() >= 2, "rotated at least once");
+    let joined: String = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read"))
+        .collect();
+    assert_eq!(
+        joined, stdout,
+        "oldest file first, the lines are stdout's, none split"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

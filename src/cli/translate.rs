@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 use super::syslog_send::{Frames, Senders, SyslogArgs};
 use super::{MappingArgs, RenderArgs};
 use crate::event::SourceKind;
+use crate::format::{render_ecs, render_leef};
 use crate::mapping::MapOptions;
+use crate::output::file::{FileOutput, FileTarget};
 use crate::translate::{Counts, Format, Translator};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -40,6 +42,15 @@ pub struct TranslateArgs {
     render: RenderArgs,
     #[command(flatten)]
     syslog: SyslogArgs,
+    /// Write the events (in --format) to this file instead of stdout, rotating it by size.
+    #[arg(long, value_name = "PATH")]
+    out_file: Option<PathBuf>,
+    /// With --out-file: rotate before the file would grow past this many bytes (0: never).
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    rotate_bytes: u64,
+    /// With --out-file: rotated files to keep (PATH.1 is the newest).
+    #[arg(long, default_value_t = 5)]
+    keep_files: u32,
     /// Input files; `-` or none for stdin.
     files: Vec<PathBuf>,
 }
@@ -72,6 +83,14 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
     };
     if a.syslog.enabled() {
         return send(&translator, forced, &a.syslog, a.files);
+    }
+    if let Some(path) = a.out_file {
+        let target = FileTarget {
+            path,
+            max_bytes: a.rotate_bytes,
+            keep: a.keep_files,
+        };
+        return write_file(&translator, forced, format, target, a.files);
     }
     let stdout = std::io::stdout();
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -135,6 +154,50 @@ fn send(
     eprintln!("translate: {}", counts.summary());
     eprintln!("syslog: {report}; {trimmed} events trimmed to fit, {too_large} too large to send");
     Ok(if failed || too_large > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `translate --out-file PATH`: the events as lines in a size-rotated file.
+fn write_file(
+    translator: &Translator,
+    forced: Option<SourceKind>,
+    format: Format,
+    target: FileTarget,
+    files: Vec<PathBuf>,
+) -> Result<ExitCode> {
+    let mut file = FileOutput::open(target)?;
+    let mut counts = Counts::default();
+    let mut line = Vec::with_capacity(4096);
+    let mut write_error = None;
+    let failed = each_input(files, |origin, text| {
+        let result = translator.each_event(text, origin, forced, &mut counts, |ev| {
+            if write_error.is_some() {
+                return;
+            }
+            line.clear();
+            match format {
+                Format::Leef => render_leef(ev, &translator.render, &mut line),
+                Format::Ecs => render_ecs(ev, &mut line),
+            }
+            if let Err(e) = file.write_line(&line) {
+                write_error = Some(e);
+            }
+        });
+        if let Some(e) = write_error.take() {
+            return Err(e.into());
+        }
+        Ok(result.map_err(|e| e.to_string()))
+    })?;
+    file.sync()?;
+    eprintln!("translate: {}", counts.summary());
+    eprintln!(
+        "file: {} lines written, {} rotations",
+        file.written, file.rotations
+    );
+    Ok(if failed {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

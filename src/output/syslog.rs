@@ -18,6 +18,8 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
+use super::OutputError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Udp,
@@ -99,23 +101,6 @@ impl SyslogTarget {
 
 /// The largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
-
-#[derive(Debug, thiserror::Error)]
-pub enum OutputError {
-    #[error("{0}")]
-    Config(String),
-    #[error("{target}: {source}")]
-    Io {
-        target: String,
-        source: std::io::Error,
-    },
-    #[error("{target}: gave up after {attempts} attempts: {last}")]
-    GaveUp {
-        target: String,
-        attempts: u32,
-        last: String,
-    },
-}
 
 enum Connection {
     Udp(UdpSocket),
