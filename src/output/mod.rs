@@ -2,6 +2,7 @@
 //! the pure `format` module.
 
 pub mod file;
+pub mod spool;
 pub mod syslog;
 
 /// What went wrong with an output: its settings, or I/O with the place it writes to.
