@@ -5,15 +5,8 @@ use std::time::Instant;
 
 use defender_dsm::output::spool::Spool;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::setting;
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")

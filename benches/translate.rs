@@ -17,18 +17,8 @@ use defender_dsm::mapping::scratch::Scratch;
 use defender_dsm::mapping::{MapOptions, MappingSet};
 use defender_dsm::translate::{Counts, Format, Translator};
 
-/// The allocator the binary uses (src/main.rs), so that the benchmark measures what ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `BENCH_RECORDS` and `BENCH_ROUNDS` shrink the run, e.g. for instruction counts under
-/// `valgrind --tool=callgrind` (repeatable on this noisy machine, unlike wall time).
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::setting;
 
 /// Share of each family in a tenant's Defender volume (Streaming API events dominate; alerts
 /// are rare). Our own estimate for an endpoint-heavy tenant, stated here so it can be argued with.
