@@ -45,6 +45,12 @@ fn run(cmd: &mut Command) {
 }
 
 fn start_rsyslog() -> Rsyslog {
+    start_rsyslog_on(None)
+}
+
+/// rsyslog with its plain TCP listener on `tcp` when given (for a receiver that comes back on
+/// the port a sender already knows).
+fn start_rsyslog_on(tcp: Option<u16>) -> Rsyslog {
     let dir = std::env::temp_dir().join(format!(
         "dsm-rsyslog-{}-{}",
         std::process::id(),
@@ -99,7 +105,7 @@ fn start_rsyslog() -> Rsyslog {
         .arg(f("ext.cnf"))
         .arg("-out")
         .arg(f("cert.pem")));
-    let (udp, tcp, tls) = (free_port(), free_port(), free_port());
+    let (udp, tcp, tls) = (free_port(), tcp.unwrap_or_else(free_port), free_port());
     let d = dir.display();
     let conf = format!(
         r#"global(workDirectory="{d}/spool"
@@ -276,4 +282,89 @@ fn an_oversized_event_arrives_trimmed_and_marked() {
     );
     assert!(got[0].contains("\tusrName=bob\t"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn dsm_ids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.rsplit("\tdsmId=").next().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn translate_status(args: &[String], inputs: &[&Path]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("translate")
+        .args(args)
+        .args(inputs)
+        .output()
+        .expect("translate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+#[ignore = "needs rsyslogd and openssl (.ci/run installs them and runs this with --ignored)"]
+fn events_wait_in_the_spool_while_the_receiver_is_down_and_survive_kill_9() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let first = root.join("device-network-events/failed-listening-request.input.json");
+    let second = root.join("identity-logon-events/kerberos-success-and-ntlm-failure.input.json");
+    let spool = std::env::temp_dir().join(format!("dsm-spool-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let port = free_port();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec![
+            format!("--syslog=tcp://127.0.0.1:{port}"),
+            format!("--spool-dir={}", spool.display()),
+            "--syslog-retries=1".to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // The receiver is down: the events are accepted into the spool (exit 3), none lost.
+    let (code, err) = translate_status(&args(&[]), &[first.as_path()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("3 kept in the spool"), "{err}");
+    let (code, err) = translate_status(&args(&[]), &[second.as_path()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("3 events waiting from an earlier run"),
+        "{err}"
+    );
+
+    // The receiver comes back. A drain killed with SIGKILL at some point loses nothing: the
+    // next run delivers what is left, in order (a batch cut by the kill may come twice).
+    let r = start_rsyslog_on(Some(port));
+    let mut expected = expected_lines_of(&first);
+    expected.extend(expected_lines_of(&second));
+    let mut child = Command::new(BIN)
+        .arg("translate")
+        .args(args(&[]))
+        .arg("/dev/null")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("drain run");
+    std::thread::sleep(Duration::from_millis(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (code, err) = translate_status(&args(&[]), &[Path::new("/dev/null")]);
+    assert_eq!(code, 0, "{err}");
+    let got = received(&r, expected.len());
+    let want_ids = dsm_ids(&expected);
+    let mut firsts: Vec<String> = Vec::new();
+    for id in dsm_ids(&got) {
+        if !firsts.contains(&id) {
+            firsts.push(id);
+        }
+    }
+    assert_eq!(firsts, want_ids, "every event, in order");
+    for line in &got {
+        assert!(expected.contains(line), "a line arrived changed: {line}");
+    }
+    let _ = std::fs::remove_dir_all(spool);
+}
+
+fn expected_lines_of(input: &Path) -> Vec<String> {
+    expected(&[input], &[])
 }

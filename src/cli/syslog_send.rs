@@ -7,7 +7,9 @@ use clap::{Args, ValueEnum};
 
 use crate::format::{render_leef_within, Fit, RenderOptions};
 use crate::mapping::MappedEvent;
+use crate::output::spool::Spool;
 use crate::output::syslog::{Framing, SyslogOutput, SyslogTarget, TlsSettings};
+use crate::output::OutputError;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum FramingArg {
@@ -41,6 +43,17 @@ pub struct SyslogArgs {
     /// TLS: name to check the receiver's certificate against (default: the URL's host).
     #[arg(long)]
     tls_server_name: Option<String>,
+    /// Keep events in a durable spool in this directory (one per receiver) until each receiver
+    /// has them: a receiver that is down does not fail the run, its events wait here and go
+    /// first, in order, on the next run.
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Largest spool per receiver, in bytes of events not yet delivered.
+    #[arg(long, default_value_t = 1 << 30)]
+    spool_max_bytes: u64,
+    /// Reconnects (with backoff) before a receiver counts as down for this run.
+    #[arg(long, default_value_t = 5)]
+    syslog_retries: u32,
 }
 
 impl SyslogArgs {
@@ -60,6 +73,7 @@ impl SyslogArgs {
                 if let Some(m) = self.max_message_size {
                     t.max_message_size = m;
                 }
+                t.retries = self.syslog_retries;
                 t.tls = TlsSettings {
                     ca_file: self.tls_ca.clone(),
                     client_cert: self.tls_cert.clone(),
@@ -94,9 +108,70 @@ impl Frames {
     }
 }
 
-/// Open connections to every receiver, for the whole run.
+/// One receiver: its connection (none while it is down) and, with `--spool-dir`, its spool.
+struct Receiver {
+    target: SyslogTarget,
+    name: String,
+    conn: Option<SyslogOutput>,
+    spool: Option<Spool>,
+    sent: u64,
+    reconnects: u64,
+    /// Why the receiver is unreachable, while it is.
+    down: Option<String>,
+}
+
+impl Receiver {
+    async fn connected(&mut self) -> Result<&mut SyslogOutput, OutputError> {
+        if self.conn.is_none() {
+            self.conn = Some(SyslogOutput::connect(self.target.clone()).await?);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| OutputError::Config("no connection".into()))
+    }
+
+    fn forget_connection(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.sent += c.sent;
+            self.reconnects += c.reconnects;
+        }
+    }
+
+    /// Sends spooled events in order, acknowledging each batch once it is written; stops at
+    /// the first failure, leaving the rest spooled.
+    async fn drain(&mut self) -> Result<()> {
+        loop {
+            let Some(spool) = self.spool.as_mut() else {
+                return Ok(());
+            };
+            let batch = spool.peek(1000)?;
+            let Some(&(last, _)) = batch.last() else {
+                self.down = None;
+                return Ok(());
+            };
+            let sent = async {
+                let out = self.connected().await?;
+                for (_, ev) in &batch {
+                    out.send(ev).await?;
+                }
+                out.flush().await
+            }
+            .await;
+            if let Err(e) = sent {
+                self.forget_connection();
+                self.down = Some(e.to_string());
+                return Ok(());
+            }
+            if let Some(spool) = self.spool.as_mut() {
+                spool.ack(last + 1)?;
+            }
+        }
+    }
+}
+
+/// Connections to every receiver, for the whole run.
 pub struct Senders {
-    outputs: Vec<SyslogOutput>,
+    receivers: Vec<Receiver>,
     runtime: tokio::runtime::Runtime,
     pub max: usize,
 }
@@ -113,49 +188,118 @@ impl Senders {
             .map(|t| t.max_message_size)
             .min()
             .unwrap_or(usize::MAX);
-        let outputs = runtime.block_on(async {
-            let mut outputs = Vec::new();
-            for t in targets {
-                outputs.push(SyslogOutput::connect(t).await?);
-            }
-            Ok::<_, anyhow::Error>(outputs)
-        })?;
-        Ok(Senders {
-            outputs,
+        let mut receivers = Vec::new();
+        for t in targets {
+            let name = format!("{}:{}", t.host, t.port);
+            let spool = match &args.spool_dir {
+                Some(dir) => {
+                    let sub: String = name
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '.' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    let (spool, recovery) =
+                        Spool::open(&dir.join(sub), args.spool_max_bytes, 64 << 20)?;
+                    if recovery.pending > 0 || recovery.torn_bytes > 0 || recovery.damaged > 0 {
+                        eprintln!(
+                            "spool for {name}: {} events waiting from an earlier run ({} bytes of a torn append cut off, {} damaged segments)",
+                            recovery.pending, recovery.torn_bytes, recovery.damaged
+                        );
+                    }
+                    Some(spool)
+                }
+                None => None,
+            };
+            receivers.push(Receiver {
+                target: t,
+                name,
+                conn: None,
+                spool,
+                sent: 0,
+                reconnects: 0,
+                down: None,
+            });
+        }
+        let mut senders = Senders {
+            receivers,
             runtime,
             max,
-        })
+        };
+        // Without a spool a receiver must be reachable from the start; with one, whatever an
+        // earlier run left waiting goes first.
+        let receivers = &mut senders.receivers;
+        senders.runtime.block_on(async {
+            for r in receivers.iter_mut() {
+                if r.spool.is_some() {
+                    r.drain().await?;
+                } else {
+                    r.connected().await?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        Ok(senders)
     }
 
+    /// Hands one input's events to every receiver: spooled (durably) and drained, or sent
+    /// directly without a spool.
     pub fn send(&mut self, frames: &Frames) -> Result<()> {
-        let outputs = &mut self.outputs;
+        let receivers = &mut self.receivers;
         self.runtime.block_on(async {
-            for out in outputs.iter_mut() {
-                for ev in &frames.events {
-                    out.send(ev).await?;
+            for r in receivers.iter_mut() {
+                if let Some(spool) = r.spool.as_mut() {
+                    for ev in &frames.events {
+                        spool.append(ev)?;
+                    }
+                    spool.sync()?;
+                    r.drain().await?;
+                } else {
+                    let out = r.connected().await?;
+                    for ev in &frames.events {
+                        out.send(ev).await?;
+                    }
+                    out.flush().await?;
                 }
-                out.flush().await?;
             }
             Ok(())
         })
     }
 
-    /// Closes every connection and says what each receiver got.
-    pub fn close(self) -> Result<String> {
+    /// Closes every connection and says what each receiver got, and how many events stay
+    /// spooled for a later run.
+    pub fn close(self) -> Result<(String, u64)> {
         let Senders {
-            outputs, runtime, ..
+            receivers, runtime, ..
         } = self;
         runtime.block_on(async {
             let mut report = Vec::new();
-            for out in outputs {
-                let t = out.target();
-                report.push(format!(
-                    "{}:{} {} events, {} reconnects",
-                    t.host, t.port, out.sent, out.reconnects
-                ));
-                out.close().await?;
+            let mut waiting = 0;
+            for mut r in receivers {
+                if r.spool.is_some() {
+                    r.drain().await?;
+                }
+                if let Some(c) = r.conn.take() {
+                    r.sent += c.sent;
+                    r.reconnects += c.reconnects;
+                    c.close().await?;
+                }
+                let pending = r.spool.as_ref().map_or(0, Spool::pending);
+                waiting += pending;
+                let mut line = format!("{} {} events, {} reconnects", r.name, r.sent, r.reconnects);
+                if pending > 0 {
+                    line.push_str(&format!(
+                        ", {pending} kept in the spool ({})",
+                        r.down.as_deref().unwrap_or("not yet sent")
+                    ));
+                }
+                report.push(line);
             }
-            Ok(report.join("; "))
+            Ok((report.join("; "), waiting))
         })
     }
 }

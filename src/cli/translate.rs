@@ -150,11 +150,14 @@ fn send(
         too_large += frames.too_large;
         Ok(result.map_err(|e| e.to_string()))
     })?;
-    let report = senders.close()?;
+    let (report, waiting) = senders.close()?;
     eprintln!("translate: {}", counts.summary());
     eprintln!("syslog: {report}; {trimmed} events trimmed to fit, {too_large} too large to send");
+    // 3: everything was accepted and is safe in the spool, but not every receiver has it yet.
     Ok(if failed || too_large > 0 {
         ExitCode::from(2)
+    } else if waiting > 0 {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })
