@@ -341,3 +341,44 @@ fn out_file_rotates_and_keeps_every_line_whole() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_full_spool_blocks_by_default_or_drops_the_oldest_when_asked() {
+    let dir = std::env::temp_dir().join(format!("dsm-cli-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A port nothing listens on: the receiver is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/device-network-events/failed-listening-request.input.json");
+    let input = input.to_str().expect("utf-8 path");
+    let target = format!("--syslog=tcp://127.0.0.1:{port}");
+    let common = |policy: &str, sub: &str| -> Vec<String> {
+        vec![
+            "translate".into(),
+            target.clone(),
+            format!("--spool-dir={}", dir.join(sub).display()),
+            "--spool-max-bytes=2500".into(),
+            "--syslog-retries=0".into(),
+            format!("--spool-full={policy}"),
+            input.to_string(),
+        ]
+    };
+    let args = common("drop-oldest", "a");
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), "");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("1 dropped from a full spool") && err.contains("2 kept in the spool"),
+        "{err}"
+    );
+
+    let args = common("block", "b");
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), "");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is full and the receiver is down"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -7,9 +7,15 @@ use clap::{Args, ValueEnum};
 
 use crate::format::{render_leef_within, Fit, RenderOptions};
 use crate::mapping::MappedEvent;
-use crate::output::spool::Spool;
+use crate::output::spool::{Spool, SpoolError};
 use crate::output::syslog::{Framing, SyslogOutput, SyslogTarget, TlsSettings};
 use crate::output::OutputError;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FullPolicy {
+    Block,
+    DropOldest,
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum FramingArg {
@@ -51,6 +57,10 @@ pub struct SyslogArgs {
     /// Largest spool per receiver, in bytes of events not yet delivered.
     #[arg(long, default_value_t = 1 << 30)]
     spool_max_bytes: u64,
+    /// A full spool: block (drain, else stop the run without accepting more; the default,
+    /// nothing is lost) or drop-oldest (make room by giving up the oldest events, counted).
+    #[arg(long, value_enum, default_value = "block")]
+    spool_full: FullPolicy,
     /// Reconnects (with backoff) before a receiver counts as down for this run.
     #[arg(long, default_value_t = 5)]
     syslog_retries: u32,
@@ -137,6 +147,42 @@ impl Receiver {
         }
     }
 
+    /// Puts one event in the spool. When it is full: `block` drains first and, if the receiver
+    /// still cannot take events, stops the run without accepting more (what is spooled stays);
+    /// `drop-oldest` gives up the oldest waiting events, counted.
+    async fn spool_one(&mut self, ev: &[u8], policy: FullPolicy) -> Result<()> {
+        for attempt in 0..2 {
+            let Some(spool) = self.spool.as_mut() else {
+                return Ok(());
+            };
+            match spool.append(ev) {
+                Ok(_) => return Ok(()),
+                Err(SpoolError::Full { .. }) => match policy {
+                    FullPolicy::DropOldest => {
+                        spool.drop_oldest(1)?;
+                    }
+                    FullPolicy::Block if attempt == 0 => {
+                        spool.sync()?;
+                        self.drain().await?;
+                    }
+                    FullPolicy::Block => {
+                        anyhow::bail!(
+                            "the spool for {} is full and the receiver is down ({}); events already spooled are kept, the rest of this input was not accepted",
+                            self.name,
+                            self.down.as_deref().unwrap_or("not taking events")
+                        )
+                    }
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        spool.append(ev)?;
+        Ok(())
+    }
+
     /// Sends spooled events in order, acknowledging each batch once it is written; stops at
     /// the first failure, leaving the rest spooled.
     async fn drain(&mut self) -> Result<()> {
@@ -172,6 +218,7 @@ impl Receiver {
 /// Connections to every receiver, for the whole run.
 pub struct Senders {
     receivers: Vec<Receiver>,
+    full_policy: FullPolicy,
     runtime: tokio::runtime::Runtime,
     pub max: usize,
 }
@@ -227,6 +274,7 @@ impl Senders {
         }
         let mut senders = Senders {
             receivers,
+            full_policy: args.spool_full,
             runtime,
             max,
         };
@@ -249,14 +297,17 @@ impl Senders {
     /// Hands one input's events to every receiver: spooled (durably) and drained, or sent
     /// directly without a spool.
     pub fn send(&mut self, frames: &Frames) -> Result<()> {
+        let policy = self.full_policy;
         let receivers = &mut self.receivers;
         self.runtime.block_on(async {
             for r in receivers.iter_mut() {
-                if let Some(spool) = r.spool.as_mut() {
+                if r.spool.is_some() {
                     for ev in &frames.events {
-                        spool.append(ev)?;
+                        r.spool_one(ev, policy).await?;
                     }
-                    spool.sync()?;
+                    if let Some(spool) = r.spool.as_mut() {
+                        spool.sync()?;
+                    }
                     r.drain().await?;
                 } else {
                     let out = r.connected().await?;
@@ -289,8 +340,12 @@ impl Senders {
                     c.close().await?;
                 }
                 let pending = r.spool.as_ref().map_or(0, Spool::pending);
+                let dropped = r.spool.as_ref().map_or(0, |s| s.dropped);
                 waiting += pending;
                 let mut line = format!("{} {} events, {} reconnects", r.name, r.sent, r.reconnects);
+                if dropped > 0 {
+                    line.push_str(&format!(", {dropped} dropped from a full spool"));
+                }
                 if pending > 0 {
                     line.push_str(&format!(
                         ", {pending} kept in the spool ({})",
