@@ -82,11 +82,21 @@ impl Translator {
         counts: &mut Counts,
     ) {
         let ev = self.map_counted(rec, cache, counts);
+        self.render_lines(&ev, formats, out);
+    }
+
+    /// Appends one event in `format`, without a line terminator.
+    pub fn render(&self, ev: &MappedEvent, format: Format, out: &mut Vec<u8>) {
+        match format {
+            Format::Leef => render_leef(ev, &self.render, out),
+            Format::Ecs => render_ecs(ev, out),
+        }
+    }
+
+    /// Appends one event in each of `formats`, each followed by `\n`.
+    fn render_lines(&self, ev: &MappedEvent, formats: &[Format], out: &mut Vec<u8>) {
         for f in formats {
-            match f {
-                Format::Leef => render_leef(&ev, &self.render, out),
-                Format::Ecs => render_ecs(&ev, out),
-            }
+            self.render(ev, *f, out);
             out.push(b'\n');
         }
     }
@@ -175,13 +185,11 @@ impl Translator {
         counts: &mut Counts,
         mut flush: impl FnMut(&mut Vec<u8>),
     ) -> Result<(), DecodeError> {
-        let mut cache = Scratch::default();
-        decode_text(text, origin, forced, |rec| {
-            self.record(&rec, formats, &mut cache, out, counts);
+        self.each_event(text, origin, forced, counts, |ev| {
+            self.render_lines(ev, formats, out);
             if out.len() >= 1 << 16 {
                 flush(out);
             }
         })
-        .map(|_| ())
     }
 }

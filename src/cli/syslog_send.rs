@@ -140,11 +140,12 @@ impl Receiver {
             .ok_or_else(|| OutputError::Config("no connection".into()))
     }
 
-    fn forget_connection(&mut self) {
-        if let Some(c) = self.conn.take() {
-            self.sent += c.sent;
-            self.reconnects += c.reconnects;
-        }
+    /// Takes the connection away, keeping its counts.
+    fn take_connection(&mut self) -> Option<SyslogOutput> {
+        let c = self.conn.take()?;
+        self.sent += c.sent;
+        self.reconnects += c.reconnects;
+        Some(c)
     }
 
     /// Puts one event in the spool. When it is full: `block` drains first and, if the receiver
@@ -204,7 +205,7 @@ impl Receiver {
             }
             .await;
             if let Err(e) = sent {
-                self.forget_connection();
+                self.take_connection();
                 self.down = Some(e.to_string());
                 return Ok(());
             }
@@ -334,9 +335,7 @@ impl Senders {
                 if r.spool.is_some() {
                     r.drain().await?;
                 }
-                if let Some(c) = r.conn.take() {
-                    r.sent += c.sent;
-                    r.reconnects += c.reconnects;
+                if let Some(c) = r.take_connection() {
                     c.close().await?;
                 }
                 let pending = r.spool.as_ref().map_or(0, Spool::pending);

@@ -9,7 +9,6 @@ use clap::{Args, ValueEnum};
 use super::syslog_send::{Frames, Senders, SyslogArgs};
 use super::{MappingArgs, RenderArgs};
 use crate::event::SourceKind;
-use crate::format::{render_ecs, render_leef};
 use crate::mapping::MapOptions;
 use crate::output::file::{FileOutput, FileTarget};
 use crate::translate::{Counts, Format, Translator};
@@ -181,10 +180,7 @@ fn write_file(
                 return;
             }
             line.clear();
-            match format {
-                Format::Leef => render_leef(ev, &translator.render, &mut line),
-                Format::Ecs => render_ecs(ev, &mut line),
-            }
+            translator.render(ev, format, &mut line);
             if let Err(e) = file.write_line(&line) {
                 write_error = Some(e);
             }
