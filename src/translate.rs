@@ -142,19 +142,19 @@ impl Translator {
         ev
     }
 
-    /// Maps every record of `text` and hands each event to `f`, in input order.
+    /// Maps every record of `text` and hands each, with its event, to `f`, in input order.
     pub fn each_event(
         &self,
         text: &str,
         origin: &Arc<str>,
         forced: Option<SourceKind>,
         counts: &mut Counts,
-        mut f: impl FnMut(&MappedEvent),
+        mut f: impl FnMut(&RawRecord, &MappedEvent),
     ) -> Result<(), DecodeError> {
         let mut cache = Scratch::default();
         decode_text(text, origin, forced, |rec| {
             let ev = self.map_counted(&rec, &mut cache, counts);
-            f(&ev);
+            f(&rec, &ev);
         })
         .map(|_| ())
     }
@@ -185,7 +185,7 @@ impl Translator {
         counts: &mut Counts,
         mut flush: impl FnMut(&mut Vec<u8>),
     ) -> Result<(), DecodeError> {
-        self.each_event(text, origin, forced, counts, |ev| {
+        self.each_event(text, origin, forced, counts, |_, ev| {
             self.render_lines(ev, formats, out);
             if out.len() >= 1 << 16 {
                 flush(out);

@@ -355,18 +355,19 @@ fn a_full_spool_blocks_by_default_or_drops_the_oldest_when_asked() {
         .join("fixtures/device-network-events/failed-listening-request.input.json");
     let input = input.to_str().expect("utf-8 path");
     let target = format!("--syslog=tcp://127.0.0.1:{port}");
-    let common = |policy: &str, sub: &str| -> Vec<String> {
+    let common = |policy: &str, sub: &str, max: u32| -> Vec<String> {
         vec![
             "translate".into(),
             target.clone(),
-            format!("--spool-dir={}", dir.join(sub).display()),
-            "--spool-max-bytes=2500".into(),
+            format!("--data-dir={}", dir.join(sub).display()),
+            format!("--spool-max-bytes={max}"),
             "--syslog-retries=0".into(),
             format!("--spool-full={policy}"),
             input.to_string(),
         ]
     };
-    let args = common("drop-oldest", "a");
+    // Three events of about 1 KB each, in a spool that holds two.
+    let args = common("drop-oldest", "a", 2500);
     let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), "");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -375,10 +376,20 @@ fn a_full_spool_blocks_by_default_or_drops_the_oldest_when_asked() {
         "{err}"
     );
 
-    let args = common("block", "b");
+    // A spool that holds the first input's three events but not the same again: the second
+    // run is refused whole, and the first run's events stay.
+    let args = common("block", "b", 5000);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), "");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), "");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("is full and the receiver is down"), "{err}");
+    assert!(
+        err.contains("is full (3 events waiting")
+            && err.contains("endpoint is down")
+            && err.contains("nothing of this batch was accepted"),
+        "{err}"
+    );
+    assert!(err.contains("3 kept in the spool"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,9 +1,11 @@
-//! Command-line interface: `translate`, `replay`, `check`.
+//! Command-line interface: `translate`, `replay`, `check`, `coverage`, `export`,
+//! `replay-dead-letters`.
 
 mod coverage;
+mod dead_letters;
 mod export;
+mod outputs;
 pub mod replay;
-mod syslog_send;
 mod translate;
 
 use std::path::PathBuf;
@@ -41,6 +43,9 @@ enum Command {
     Coverage(coverage::CoverageArgs),
     /// Write SIEM content generated from the mapping files (QRadar QIDs, event mappings, properties).
     Export(export::ExportArgs),
+    /// Translate the dead letters under --data-dir again (after a mapping or index fix) and send
+    /// each to the output that refused it.
+    ReplayDeadLetters(Box<dead_letters::ReplayDeadLettersArgs>),
 }
 
 /// Where the mapping files come from.
@@ -126,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => replay::run_check(a),
         Command::Export(a) => export::run(a),
         Command::Coverage(a) => coverage::run(a),
+        Command::ReplayDeadLetters(a) => dead_letters::run(*a),
     };
     match result {
         Ok(code) => code,

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::syslog_send::{Frames, Senders, SyslogArgs};
+use super::outputs::{OutputArgs, Outputs};
 use super::{MappingArgs, RenderArgs};
 use crate::event::SourceKind;
 use crate::mapping::MapOptions;
 use crate::output::file::{FileOutput, FileTarget};
+use crate::output::worker::OutputReport;
 use crate::translate::{Counts, Format, Translator};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -40,7 +41,7 @@ pub struct TranslateArgs {
     #[command(flatten)]
     render: RenderArgs,
     #[command(flatten)]
-    syslog: SyslogArgs,
+    outputs: OutputArgs,
     /// Write the events (in --format) to this file instead of stdout, rotating it by size.
     #[arg(long, value_name = "PATH")]
     out_file: Option<PathBuf>,
@@ -80,8 +81,8 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
         FormatArg::Leef => Format::Leef,
         FormatArg::Ecs => Format::Ecs,
     };
-    if a.syslog.enabled() {
-        return send(&translator, forced, &a.syslog, a.files);
+    if a.outputs.enabled() {
+        return send(&translator, forced, &a.outputs, a.files);
     }
     if let Some(path) = a.out_file {
         let target = FileTarget {
@@ -128,38 +129,46 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
     })
 }
 
-/// `translate --syslog ...`: each input's LEEF events rendered within the receivers' size
-/// limit and sent to every receiver.
+/// `translate --syslog/--bulk ...`: every event to every output; an input is taken once each
+/// output has all its events sent or spooled.
 fn send(
     translator: &Translator,
     forced: Option<SourceKind>,
-    args: &SyslogArgs,
+    args: &OutputArgs,
     files: Vec<PathBuf>,
 ) -> Result<ExitCode> {
-    let mut senders = Senders::open(args)?;
+    let mut outputs = Outputs::open(
+        args,
+        translator.render.clone(),
+        translator.mappings.version(),
+    )?;
     let mut counts = Counts::default();
-    let (mut trimmed, mut too_large) = (0, 0);
     let failed = each_input(files, |origin, text| {
-        let mut frames = Frames::default();
-        let result = translator.each_event(text, origin, forced, &mut counts, |ev| {
-            frames.add(ev, &translator.render, senders.max)
+        let result = translator.each_event(text, origin, forced, &mut counts, |rec, ev| {
+            outputs.add(ev, rec, None)
         });
-        senders.send(&frames)?;
-        trimmed += frames.trimmed;
-        too_large += frames.too_large;
+        outputs.commit()?;
         Ok(result.map_err(|e| e.to_string()))
-    })?;
-    let (report, waiting) = senders.close()?;
+    });
+    let reports = outputs.close();
     eprintln!("translate: {}", counts.summary());
-    eprintln!("syslog: {report}; {trimmed} events trimmed to fit, {too_large} too large to send");
-    // 3: everything was accepted and is safe in the spool, but not every receiver has it yet.
-    Ok(if failed || too_large > 0 {
+    for r in &reports {
+        eprintln!("output {}", r.line());
+    }
+    let failed = failed?;
+    Ok(exit_code(failed, &reports))
+}
+
+/// 2: an input or event failed (dead letters were written); 3: everything was accepted and is
+/// safe in the spool, but not every output has it yet.
+pub(super) fn exit_code(failed: bool, reports: &[OutputReport]) -> ExitCode {
+    if failed || reports.iter().any(|r| r.dead_lettered > 0) {
         ExitCode::from(2)
-    } else if waiting > 0 {
+    } else if reports.iter().any(|r| r.pending > 0) {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// `translate --out-file PATH`: the events as lines in a size-rotated file.
@@ -175,7 +184,7 @@ fn write_file(
     let mut line = Vec::with_capacity(4096);
     let mut write_error = None;
     let failed = each_input(files, |origin, text| {
-        let result = translator.each_event(text, origin, forced, &mut counts, |ev| {
+        let result = translator.each_event(text, origin, forced, &mut counts, |_, ev| {
             if write_error.is_some() {
                 return;
             }

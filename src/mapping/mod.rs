@@ -172,6 +172,21 @@ pub struct MappingSet {
     families: Vec<Family>,
     dispatch: Dispatch,
     generic: GenericPlan,
+    version: String,
+}
+
+fn set_version(texts: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = texts.iter().collect();
+    sorted.sort();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (name, text) in sorted {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        for part in [base, text] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    format!("{}+{:016x}", env!("CARGO_PKG_VERSION"), hasher.digest())
 }
 
 /// The mapping files compiled into the binary (from `mappings/` at build time).
@@ -210,6 +225,7 @@ impl MappingSet {
 
     /// Compiles `(file name, text)` pairs.
     pub fn from_texts(texts: Vec<(String, String)>) -> Result<MappingSet, LoadError> {
+        let version = set_version(&texts);
         let mut diags = Vec::new();
         let mut files = Vec::new();
         for (name, text) in texts {
@@ -255,11 +271,18 @@ impl MappingSet {
             dispatch: Dispatch::new(&families),
             families,
             generic: GenericPlan::new(),
+            version,
         })
     }
 
     pub fn families(&self) -> &[Family] {
         &self.families
+    }
+
+    /// Names this set of mapping files: the crate version and a hash of the files' names and
+    /// texts, so a dead letter says which mappings failed it.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// The family that claims a record: a specific one first, then its source's fallback.

@@ -1,9 +1,16 @@
 //! Where translated events go. Outputs do the I/O (sockets, files); what they send comes from
 //! the pure `format` module.
 
+pub mod bulk;
+pub mod dead_letter;
 pub mod file;
 pub mod spool;
 pub mod syslog;
+pub mod worker;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
 
 /// What went wrong with an output: its settings, or I/O with the place it writes to.
 #[derive(Debug, thiserror::Error)]
@@ -21,4 +28,47 @@ pub enum OutputError {
         attempts: u32,
         last: String,
     },
+}
+
+/// 100 ms doubling to 30 s, each delay drawn between half and the whole of its step, so that
+/// many forwarders do not reconnect in step.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let step = 100u64.saturating_mul(1 << attempt.min(9)).min(30_000);
+    let random = RandomState::new().build_hasher().finish();
+    Duration::from_millis(step / 2 + random % (step / 2 + 1))
+}
+
+/// TLS (syslog and HTTPS alike) uses ring; the first output to need it makes it the process's
+/// provider (reqwest is built without one of its own).
+pub(crate) fn install_crypto_provider() {
+    // An Err only says a provider is already installed.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A name for an output that is safe as a file or directory name (`tcp_127.0.0.1_514`).
+pub fn dir_name(name: &str) -> String {
+    name.replace("://", "_")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_bounded() {
+        for attempt in 1..20 {
+            let d = backoff(attempt).as_millis() as u64;
+            let step = (100u64 << attempt.min(9)).min(30_000);
+            assert!(d >= step / 2 && d <= step, "{attempt}: {d}");
+        }
+    }
 }

@@ -159,6 +159,16 @@ impl Spool {
         total - delivered
     }
 
+    /// Bytes that events (each with its record header, [`Spool::stored_len`]) may still take.
+    pub fn room(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.bytes())
+    }
+
+    /// Bytes an event takes in the spool.
+    pub fn stored_len(event: &[u8]) -> u64 {
+        (HEADER + event.len()) as u64
+    }
+
     /// Records waiting to be delivered.
     pub fn pending(&self) -> u64 {
         self.next - self.acked

@@ -5,11 +5,8 @@
 //! Written here because no crate does async TCP/UDP/TLS syslog with octet counting and
 //! caller-provided timestamps (see `shared/reference/components-and-peers.md` §2); TLS is rustls.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -18,7 +15,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::OutputError;
+use super::{backoff, OutputError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -196,6 +193,26 @@ impl SyslogOutput {
         }
     }
 
+    /// Opens the connection again if the receiver closed it meanwhile. A write into a TCP
+    /// connection the peer has closed still succeeds once (the kernel takes it, the peer answers
+    /// with a reset), so without this check the first events after a receiver restart would be
+    /// lost unnoticed. A receiver never sends us data, so a read that ends the stream, or fails,
+    /// means the connection is gone.
+    pub async fn ensure_open(&mut self) -> Result<(), OutputError> {
+        let mut probe = [0u8; 512];
+        let gone = match &self.conn {
+            Some(Connection::Tcp(w)) => peer_closed(w.get_ref(), &mut probe),
+            Some(Connection::Tls(w)) => peer_closed(w.get_ref().get_ref().0, &mut probe),
+            Some(Connection::Udp(_)) => false,
+            None => true,
+        };
+        if gone {
+            self.conn = Some(self.open().await?);
+            self.reconnects += 1;
+        }
+        Ok(())
+    }
+
     /// Pushes buffered frames to the socket.
     pub async fn flush(&mut self) -> Result<(), OutputError> {
         let r = match &mut self.conn {
@@ -264,20 +281,24 @@ impl SyslogOutput {
     }
 }
 
+fn peer_closed(s: &TcpStream, probe: &mut [u8]) -> bool {
+    loop {
+        match s.try_read(probe) {
+            Ok(0) => return true,
+            // TLS session tickets or a close_notify: read past them.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 async fn write_frame(c: &mut Connection, frame: &[u8]) -> std::io::Result<()> {
     match c {
         Connection::Udp(s) => s.send(frame).await.map(|_| ()),
         Connection::Tcp(w) => w.write_all(frame).await,
         Connection::Tls(w) => w.write_all(frame).await,
     }
-}
-
-/// 100 ms doubling to 30 s, each delay drawn between half and the whole of its step, so that
-/// many forwarders do not reconnect in step.
-fn backoff(attempt: u32) -> Duration {
-    let step = 100u64.saturating_mul(1 << attempt.min(9)).min(30_000);
-    let random = RandomState::new().build_hasher().finish();
-    Duration::from_millis(step / 2 + random % (step / 2 + 1))
 }
 
 fn tls_connector(
@@ -350,15 +371,6 @@ mod tests {
         ] {
             let e = SyslogTarget::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(bad), "{e}");
-        }
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_stays_bounded() {
-        for attempt in 1..20 {
-            let d = backoff(attempt).as_millis() as u64;
-            let step = (100u64 << attempt.min(9)).min(30_000);
-            assert!(d >= step / 2 && d <= step, "{attempt}: {d}");
         }
     }
 }

@@ -1,0 +1,532 @@
+//! `OutputWorker`: one task per output, behind a bounded queue, between the producers
+//! (`translate`, later the service's inputs) and an endpoint.
+//!
+//! A producer encodes its events for the output ([`Batch::add`]) and submits the batch; the
+//! answer comes once the batch is durable: appended to the output's spool and synced, or, for
+//! an output without a spool, sent. Only then may the producer acknowledge its own input. The
+//! queue holds a few batches; when it is full, `submit` waits (backpressure). The worker drains
+//! the spool in order while the endpoint takes events, and after a failure waits a jittered,
+//! growing backoff before it tries again, taking new batches meanwhile.
+//!
+//! A full spool follows its policy: `block` drains first and otherwise refuses the batch whole
+//! (the producer stops or answers 503; nothing of the batch was accepted), `drop-oldest` gives
+//! up the oldest spooled events, counted. Events refused for good (by the endpoint, or too large
+//! to render) go to the output's dead letters, synced before the spool lets go of them.
+
+use std::path::PathBuf;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::bulk::{encode_entry, BulkOutput, ItemResult};
+use super::dead_letter::{encode_meta, DeadLetters};
+use super::spool::{Spool, SpoolError};
+use super::syslog::{SyslogOutput, SyslogTarget};
+use super::{backoff, OutputError};
+use crate::event::RawRecord;
+use crate::format::{render_leef_within, Fit, RenderOptions};
+use crate::mapping::MappedEvent;
+
+/// What a full spool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    Block,
+    DropOldest,
+}
+
+/// The endpoint side of an output.
+pub enum Endpoint {
+    Syslog(SyslogTarget),
+    Bulk(Box<BulkOutput>),
+}
+
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub full: FullPolicy,
+}
+
+/// How events are encoded for an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoding {
+    /// Syslog header + LEEF, within this many bytes.
+    Leef { max: usize },
+    /// A `_bulk` entry (see [`super::bulk`]).
+    Bulk { namespace: String },
+}
+
+/// Events of one submission, encoded for one output, in input order.
+#[derive(Default)]
+pub struct Batch {
+    pub events: Vec<Vec<u8>>,
+    /// Events that could not be encoded for this output: reason and metadata line.
+    pub refused: Vec<(String, Vec<u8>)>,
+    /// LEEF events whose values were trimmed to fit.
+    pub trimmed: u64,
+}
+
+impl Batch {
+    pub fn add(
+        &mut self,
+        encoding: &Encoding,
+        ev: &MappedEvent,
+        rec: &RawRecord,
+        render: &RenderOptions,
+        mapping_version: &str,
+    ) {
+        let mut out = Vec::new();
+        match encoding {
+            Encoding::Leef { max } => match render_leef_within(ev, render, *max, &mut out) {
+                Fit::Whole => self.events.push(out),
+                Fit::Trimmed(_) => {
+                    self.trimmed += 1;
+                    self.events.push(out);
+                }
+                Fit::TooLarge => {
+                    out.clear();
+                    encode_meta(ev, rec, mapping_version, &mut out);
+                    self.refused.push((
+                        format!("the LEEF event does not fit in {max} bytes even with its values trimmed"),
+                        out,
+                    ));
+                }
+            },
+            Encoding::Bulk { namespace } => {
+                encode_entry(ev, rec, namespace, mapping_version, &mut out);
+                self.events.push(out);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len() + self.refused.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What an output did, for the run's summary (and later the metrics).
+#[derive(Debug, Default, Clone)]
+pub struct OutputReport {
+    pub name: String,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+    pub trimmed: u64,
+    pub reconnects: u64,
+    /// Events still in the spool at the end.
+    pub pending: u64,
+    /// Why the endpoint is unreachable, if it was at the end.
+    pub down: Option<String>,
+}
+
+impl OutputReport {
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "{}: {} events delivered, {} reconnects",
+            self.name, self.delivered, self.reconnects
+        );
+        for (n, what) in [
+            (self.duplicates, "already stored (409)"),
+            (self.trimmed, "trimmed to fit"),
+            (self.dead_lettered, "dead-lettered"),
+            (self.dropped, "dropped from a full spool"),
+        ] {
+            if n > 0 {
+                s.push_str(&format!(", {n} {what}"));
+            }
+        }
+        if self.pending > 0 {
+            s.push_str(&format!(
+                ", {} kept in the spool ({})",
+                self.pending,
+                self.down.as_deref().unwrap_or("not yet sent")
+            ));
+        }
+        s
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+/// A producer's side of an output.
+pub struct OutputHandle {
+    pub name: String,
+    pub encoding: Encoding,
+    tx: mpsc::Sender<(Batch, Ack)>,
+    task: JoinHandle<OutputReport>,
+}
+
+/// Waits for one submission's answer.
+pub struct Pending(oneshot::Receiver<Result<(), String>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<(), String> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err("the output stopped".into()))
+    }
+
+    /// For producers outside the runtime (the CLI's main thread).
+    pub fn wait_blocking(self) -> Result<(), String> {
+        self.0
+            .blocking_recv()
+            .unwrap_or_else(|_| Err("the output stopped".into()))
+    }
+}
+
+impl OutputHandle {
+    /// Starts the output's worker on the current runtime. The spool (if any) is opened here, so
+    /// a bad directory fails at start, and what an earlier run left in it is drained first.
+    pub fn start(
+        name: String,
+        encoding: Encoding,
+        endpoint: Endpoint,
+        spool: Option<SpoolSettings>,
+        dead_letter_dir: Option<PathBuf>,
+        queue: usize,
+    ) -> Result<(OutputHandle, Option<u64>), OutputError> {
+        let (spool, full, waiting) = match spool {
+            Some(s) => {
+                let (spool, recovery) = Spool::open(&s.dir, s.max_bytes, s.segment_bytes)
+                    .map_err(|e| OutputError::Config(e.to_string()))?;
+                (Some(spool), s.full, Some(recovery.pending))
+            }
+            None => (None, FullPolicy::Block, None),
+        };
+        let sink = match endpoint {
+            Endpoint::Syslog(mut t) => {
+                // With a spool the worker paces reconnects itself; a send tries once more at
+                // most (a connection the receiver closed while idle).
+                if spool.is_some() {
+                    t.retries = t.retries.min(1);
+                }
+                Sink::Syslog(t, None)
+            }
+            Endpoint::Bulk(b) => Sink::Bulk(*b),
+        };
+        let worker = Worker {
+            report: OutputReport {
+                name: name.clone(),
+                ..OutputReport::default()
+            },
+            dead: DeadLetters::new(dead_letter_dir.as_deref(), &name),
+            sink,
+            spool,
+            full,
+            failures: 0,
+            retry_at: None,
+        };
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let task = tokio::spawn(worker.run(rx));
+        Ok((
+            OutputHandle {
+                name,
+                encoding,
+                tx,
+                task,
+            },
+            waiting,
+        ))
+    }
+
+    pub async fn submit(&self, batch: Batch) -> Pending {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError((_, ack))) = self.tx.send((batch, ack)).await {
+            let _ = ack.send(Err("the output stopped".into()));
+        }
+        Pending(rx)
+    }
+
+    /// Like `submit`, from outside the runtime: waits while the queue is full.
+    pub fn submit_blocking(&self, batch: Batch) -> Pending {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError((_, ack))) = self.tx.blocking_send((batch, ack)) {
+            let _ = ack.send(Err("the output stopped".into()));
+        }
+        Pending(rx)
+    }
+
+    /// Stops taking batches, drains the spool while the endpoint takes events, and reports.
+    pub async fn close(self) -> OutputReport {
+        let OutputHandle { name, tx, task, .. } = self;
+        drop(tx);
+        task.await.unwrap_or_else(|e| OutputReport {
+            name,
+            down: Some(format!("the output's task failed: {e}")),
+            ..OutputReport::default()
+        })
+    }
+}
+
+enum Sink {
+    Syslog(SyslogTarget, Option<SyslogOutput>),
+    Bulk(BulkOutput),
+}
+
+impl Sink {
+    /// Delivers `events` in order. Returns how many from the front are done (delivered, or
+    /// refused for good and dead-lettered) and, if it stopped early, why.
+    async fn deliver(
+        &mut self,
+        events: &[&[u8]],
+        dead: &mut DeadLetters,
+        report: &mut OutputReport,
+    ) -> (usize, Option<String>) {
+        match self {
+            Sink::Syslog(target, conn) => {
+                let sent = async {
+                    if conn.is_none() {
+                        *conn = Some(SyslogOutput::connect(target.clone()).await?);
+                    }
+                    let Some(out) = conn.as_mut() else {
+                        return Err(OutputError::Config("no connection".into()));
+                    };
+                    out.ensure_open().await?;
+                    for ev in events {
+                        out.send(ev).await?;
+                    }
+                    out.flush().await
+                }
+                .await;
+                match sent {
+                    Ok(()) => {
+                        report.delivered += events.len() as u64;
+                        (events.len(), None)
+                    }
+                    Err(e) => {
+                        // What went into a connection that then failed is not known to have
+                        // arrived: all of it is sent again (at least once).
+                        if let Some(c) = conn.take() {
+                            report.reconnects += c.reconnects + 1;
+                        }
+                        (0, Some(e.to_string()))
+                    }
+                }
+            }
+            Sink::Bulk(out) => {
+                let mut done = Vec::with_capacity(events.len());
+                let result = out.send(events, &mut done).await;
+                for (entry, r) in events.iter().zip(&done) {
+                    match r {
+                        ItemResult::Delivered => report.delivered += 1,
+                        ItemResult::Duplicate => {
+                            report.delivered += 1;
+                            report.duplicates += 1;
+                        }
+                        ItemResult::Rejected(reason) => {
+                            let meta = entry.splitn(3, |&b| b == b'\n').nth(2).unwrap_or_default();
+                            if let Err(e) = dead.add(reason, meta) {
+                                return (0, Some(e.to_string()));
+                            }
+                            report.dead_lettered += 1;
+                        }
+                    }
+                }
+                if let Err(e) = dead.sync() {
+                    return (0, Some(e.to_string()));
+                }
+                (done.len(), result.err().map(|e| e.to_string()))
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Sink::Syslog(_, Some(c)) = self {
+            let _ = c.close().await;
+        }
+    }
+}
+
+struct Worker {
+    report: OutputReport,
+    sink: Sink,
+    spool: Option<Spool>,
+    dead: DeadLetters,
+    full: FullPolicy,
+    /// Failed attempts in a row, for the backoff.
+    failures: u32,
+    /// No new attempt before this, after a failure.
+    retry_at: Option<Instant>,
+}
+
+/// Spooled events sent per attempt.
+const DRAIN_BATCH: usize = 1000;
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<(Batch, Ack)>) -> OutputReport {
+        loop {
+            let job = if self.can_drain() {
+                match rx.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                let wake = self.retry_at.filter(|_| self.backlog() > 0);
+                tokio::select! {
+                    job = rx.recv() => match job {
+                        Some(job) => Some(job),
+                        None => break,
+                    },
+                    _ = sleep_until(wake), if wake.is_some() => {
+                        self.retry_at = None;
+                        None
+                    }
+                }
+            };
+            match job {
+                Some((batch, ack)) => {
+                    let r = self.accept(batch).await;
+                    let _ = ack.send(r);
+                }
+                None => self.drain_once().await,
+            }
+        }
+        // Closing: one more go at the backlog, as long as the endpoint takes it.
+        self.retry_at = None;
+        while self.can_drain() {
+            self.drain_once().await;
+        }
+        if let Some(s) = &self.spool {
+            self.report.pending = s.pending();
+            self.report.dropped = s.dropped;
+        }
+        if self.report.pending == 0 {
+            self.report.down = None;
+        }
+        self.sink.close().await;
+        self.report
+    }
+
+    fn backlog(&self) -> u64 {
+        self.spool.as_ref().map_or(0, Spool::pending)
+    }
+
+    fn can_drain(&self) -> bool {
+        self.backlog() > 0 && self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Takes a batch: spooled and synced (with a spool), else sent.
+    async fn accept(&mut self, batch: Batch) -> Result<(), String> {
+        self.report.trimmed += batch.trimmed;
+        for (reason, meta) in &batch.refused {
+            self.dead.add(reason, meta).map_err(|e| e.to_string())?;
+            self.report.dead_lettered += 1;
+        }
+        self.dead.sync().map_err(|e| e.to_string())?;
+        if self.spool.is_none() {
+            let events: Vec<&[u8]> = batch.events.iter().map(Vec::as_slice).collect();
+            let (done, err) = self
+                .sink
+                .deliver(&events, &mut self.dead, &mut self.report)
+                .await;
+            return match err {
+                None if done == events.len() => Ok(()),
+                e => Err(e.unwrap_or_else(|| "not every event was sent".into())),
+            };
+        }
+        if self.full == FullPolicy::DropOldest {
+            return self.spool_dropping_oldest(&batch.events);
+        }
+        let need: u64 = batch.events.iter().map(|e| Spool::stored_len(e)).sum();
+        loop {
+            let can_drain = self.can_drain();
+            let Some(spool) = self.spool.as_mut() else {
+                return Ok(());
+            };
+            if spool.room() >= need {
+                for ev in &batch.events {
+                    spool.append(ev).map_err(|e| e.to_string())?;
+                }
+                return spool.sync().map_err(|e| e.to_string());
+            }
+            if can_drain {
+                self.drain_once().await;
+                continue;
+            }
+            return Err(format!(
+                "the spool of {} is full ({} events waiting, {} of {} bytes; this batch needs {need}){}; nothing of this batch was accepted",
+                self.report.name,
+                spool.pending(),
+                spool.bytes(),
+                spool.bytes() + spool.room(),
+                self.report
+                    .down
+                    .as_deref()
+                    .map(|d| format!(" and the endpoint is down: {d}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+
+    /// The drop-oldest policy: each event that does not fit makes room by giving up about as
+    /// many of the oldest events as are still to come (counted), this batch's own included.
+    fn spool_dropping_oldest(&mut self, events: &[Vec<u8>]) -> Result<(), String> {
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        for (i, ev) in events.iter().enumerate() {
+            loop {
+                match spool.append(ev) {
+                    Ok(_) => break,
+                    Err(SpoolError::Full { .. }) if spool.pending() > 0 => {
+                        let k = (events.len() - i) as u64;
+                        spool.drop_oldest(k).map_err(|e| e.to_string())?;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        spool.sync().map_err(|e| e.to_string())
+    }
+
+    /// Sends one batch from the head of the spool and acknowledges what was done.
+    async fn drain_once(&mut self) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let batch = match spool.peek(DRAIN_BATCH) {
+            Ok(b) => b,
+            Err(e) => return self.failed(e.to_string()),
+        };
+        let events: Vec<&[u8]> = batch.iter().map(|(_, e)| e.as_slice()).collect();
+        let (done, err) = self
+            .sink
+            .deliver(&events, &mut self.dead, &mut self.report)
+            .await;
+        if done > 0 {
+            if let Some(spool) = self.spool.as_mut() {
+                if let Err(e) = spool.ack(batch[done - 1].0 + 1) {
+                    return self.failed(e.to_string());
+                }
+            }
+        }
+        match err {
+            Some(e) => self.failed(e),
+            None => {
+                self.failures = 0;
+                self.retry_at = None;
+                self.report.down = None;
+            }
+        }
+    }
+
+    fn failed(&mut self, why: String) {
+        self.failures += 1;
+        self.retry_at = Some(Instant::now() + backoff(self.failures));
+        self.report.down = Some(why);
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
