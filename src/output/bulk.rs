@@ -208,12 +208,9 @@ impl BulkOutput {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.target.url
-    }
-
-    pub fn max_docs(&self) -> usize {
-        self.target.max_docs
+    /// At most `n` sends again of a request or item before `send` gives up.
+    pub fn limit_retries(&mut self, n: u32) {
+        self.target.retries = self.target.retries.min(n);
     }
 
     /// Delivers `entries` in requests within the size bounds, pushing one result per entry, in

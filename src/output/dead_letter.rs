@@ -51,10 +51,6 @@ impl DeadLetters {
         }
     }
 
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
     /// Records one refused event; `meta` is its metadata line from [`encode_meta`].
     pub fn add(&mut self, reason: &str, meta: &[u8]) -> Result<(), OutputError> {
         let now = SystemTime::now()

@@ -310,24 +310,33 @@ impl Spool {
 }
 
 /// Offsets of the whole records of a segment, the bytes they span, and the file's length.
+/// Streamed, so recovery holds one record at a time, not the segment.
 fn scan(path: &Path) -> std::io::Result<(Vec<u64>, u64, u64)> {
-    let mut data = Vec::new();
-    File::open(path)?.read_to_end(&mut data)?;
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut r = std::io::BufReader::with_capacity(256 * 1024, file);
     let mut offsets = Vec::new();
-    let mut at = 0usize;
-    while at + HEADER <= data.len() {
-        let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
-        let Some(body) = data.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
+    let mut at = 0u64;
+    let mut body = Vec::new();
+    loop {
+        let mut header = [0u8; HEADER];
+        if r.read_exact(&mut header).is_err() {
             break;
         }
-        offsets.push(at as u64);
-        at += HEADER + len;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        // A length past the end is a torn or damaged header: nothing after it is whole.
+        if at + HEADER as u64 + len > file_len {
+            break;
+        }
+        body.resize(len as usize, 0);
+        if r.read_exact(&mut body).is_err() || crc32fast::hash(&body) != crc {
+            break;
+        }
+        offsets.push(at);
+        at += HEADER as u64 + len;
     }
-    Ok((offsets, at as u64, data.len() as u64))
+    Ok((offsets, at, file_len))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! A producer encodes its events for the output ([`Batch::add`]) and submits the batch; the
 //! answer comes once the batch is durable: appended to the output's spool and synced, or, for
 //! an output without a spool, sent. Only then may the producer acknowledge its own input. The
-//! queue holds a few batches; when it is full, `submit` waits (backpressure). The worker drains
+//! queue holds a few batches; when it is full, `submit_blocking` waits (backpressure). The worker drains
 //! the spool in order while the endpoint takes events, and after a failure waits a jittered,
 //! growing backoff before it tries again, taking new batches meanwhile.
 //!
@@ -166,13 +166,7 @@ pub struct OutputHandle {
 pub struct Pending(oneshot::Receiver<Result<(), String>>);
 
 impl Pending {
-    pub async fn wait(self) -> Result<(), String> {
-        self.0
-            .await
-            .unwrap_or_else(|_| Err("the output stopped".into()))
-    }
-
-    /// For producers outside the runtime (the CLI's main thread).
+    /// Waits from outside the runtime (the CLI's thread).
     pub fn wait_blocking(self) -> Result<(), String> {
         self.0
             .blocking_recv()
@@ -201,14 +195,19 @@ impl OutputHandle {
         };
         let sink = match endpoint {
             Endpoint::Syslog(mut t) => {
-                // With a spool the worker paces reconnects itself; a send tries once more at
-                // most (a connection the receiver closed while idle).
+                // With a spool the worker paces retries itself (backing off without holding up
+                // new batches); a send tries once more at most.
                 if spool.is_some() {
                     t.retries = t.retries.min(1);
                 }
                 Sink::Syslog(t, None)
             }
-            Endpoint::Bulk(b) => Sink::Bulk(*b),
+            Endpoint::Bulk(mut b) => {
+                if spool.is_some() {
+                    b.limit_retries(1);
+                }
+                Sink::Bulk(*b)
+            }
         };
         let worker = Worker {
             report: OutputReport {
@@ -235,15 +234,8 @@ impl OutputHandle {
         ))
     }
 
-    pub async fn submit(&self, batch: Batch) -> Pending {
-        let (ack, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, ack))) = self.tx.send((batch, ack)).await {
-            let _ = ack.send(Err("the output stopped".into()));
-        }
-        Pending(rx)
-    }
-
-    /// Like `submit`, from outside the runtime: waits while the queue is full.
+    /// Hands a batch over from outside the runtime (the CLI's thread): waits while the queue
+    /// is full.
     pub fn submit_blocking(&self, batch: Batch) -> Pending {
         let (ack, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError((_, ack))) = self.tx.blocking_send((batch, ack)) {
