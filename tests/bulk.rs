@@ -355,3 +355,66 @@ fn a_drain_killed_with_sigkill_loses_nothing_on_the_next_run() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(standin.stored_report_ids(), (0..3000).collect::<Vec<_>>());
 }
+
+#[test]
+fn api_keys_and_bearer_tokens_come_from_the_environment_and_requests_stay_within_bounds() {
+    let tmp = TempDir::new("auth-kinds");
+    let input = tmp.write("in.json", &records(1, 6));
+    let standin = StandIn::start(accept_all());
+    for (var, header) in [
+        ("DEFENDER_DSM_BULK_API_KEY", "ApiKey a2V5OnNlY3JldA=="),
+        ("DEFENDER_DSM_BULK_TOKEN", "Bearer eyJ0b2tlbiI"),
+    ] {
+        let value = header.split_once(' ').map(|(_, v)| v).unwrap_or_default();
+        let args = [
+            "translate".to_string(),
+            format!("--bulk={}", standin.url()),
+            "--bulk-no-gzip".into(),
+            "--bulk-max-bytes=3000".into(),
+            input.display().to_string(),
+        ];
+        let (code, err) = dsm(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[(var, value)],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(!err.contains(value), "the secret is never printed: {err}");
+        let seen = standin.seen.lock().expect("seen");
+        let last = seen.headers.last().expect("a request");
+        assert_eq!(last["authorization"], header);
+        assert!(last.get("content-encoding").is_none());
+    }
+    let seen = standin.seen.lock().expect("seen");
+    // Six documents of several hundred bytes each: a 3,000-byte bound splits every run's six.
+    assert!(seen.requests.len() >= 4, "{}", seen.requests.len());
+    assert!(seen.requests.iter().all(|r| !r.is_empty() && r.len() < 6));
+}
+
+#[test]
+fn one_output_down_does_not_hold_up_another() {
+    let tmp = TempDir::new("two");
+    let input = tmp.write("in.json", &records(1, 4));
+    let data = tmp.0.join("data");
+    let standin = StandIn::start(accept_all());
+    let down = bulk_standin::unused_addr();
+    let args = [
+        "translate".to_string(),
+        format!("--bulk={}", standin.url()),
+        format!("--syslog=tcp://{down}"),
+        "--syslog-retries=1".into(),
+        format!("--data-dir={}", data.display()),
+        input.display().to_string(),
+    ];
+    let (code, err) = dsm(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("{}: 4 events delivered", standin.url())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("tcp://{down}: 0 events delivered"))
+            && err.contains("4 kept in the spool"),
+        "{err}"
+    );
+    assert_eq!(standin.stored_report_ids(), vec![1, 2, 3, 4]);
+}

@@ -208,6 +208,10 @@ impl BulkOutput {
         })
     }
 
+    pub fn retries(&self) -> u32 {
+        self.target.retries
+    }
+
     /// At most `n` sends again of a request or item before `send` gives up.
     pub fn limit_retries(&mut self, n: u32) {
         self.target.retries = self.target.retries.min(n);

@@ -193,6 +193,10 @@ impl OutputHandle {
             }
             None => (None, FullPolicy::Block, None),
         };
+        let close_retries = match &endpoint {
+            Endpoint::Syslog(t) => t.retries,
+            Endpoint::Bulk(b) => b.retries(),
+        };
         let sink = match endpoint {
             Endpoint::Syslog(mut t) => {
                 // With a spool the worker paces retries itself (backing off without holding up
@@ -220,6 +224,7 @@ impl OutputHandle {
             full,
             failures: 0,
             retry_at: None,
+            close_retries,
         };
         let (tx, rx) = mpsc::channel(queue.max(1));
         let task = tokio::spawn(worker.run(rx));
@@ -345,6 +350,8 @@ struct Worker {
     failures: u32,
     /// No new attempt before this, after a failure.
     retry_at: Option<Instant>,
+    /// Failed drains waited out when closing before the rest is left in the spool.
+    close_retries: u32,
 }
 
 /// Spooled events sent per attempt.
@@ -380,10 +387,20 @@ impl Worker {
                 None => self.drain_once().await,
             }
         }
-        // Closing: one more go at the backlog, as long as the endpoint takes it.
+        // Closing: the backlog goes while the endpoint takes it; failures are waited out with
+        // the backoff up to the output's retry budget, then what is left stays spooled.
         self.retry_at = None;
-        while self.can_drain() {
+        self.failures = 0;
+        let mut failures = 0;
+        while self.backlog() > 0 && failures <= self.close_retries {
+            if let Some(t) = self.retry_at {
+                tokio::time::sleep_until(t).await;
+            }
+            let before = self.failures;
             self.drain_once().await;
+            if self.failures > before {
+                failures += 1;
+            }
         }
         if let Some(s) = &self.spool {
             self.report.pending = s.pending();
