@@ -18,12 +18,16 @@
 //! `translate` (decode -> map -> render), `cli` (commands).
 
 pub mod cli;
+pub mod config;
 pub mod correlate;
 pub mod decode;
 pub mod event;
 pub mod export;
 pub mod format;
+pub mod inputs;
 pub mod json;
 pub mod mapping;
 pub mod output;
+pub mod pipeline;
+pub mod telemetry;
 pub mod translate;

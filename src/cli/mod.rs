@@ -1,4 +1,4 @@
-//! Command-line interface: `translate`, `replay`, `check`, `coverage`, `export`,
+//! Command-line interface: `serve`, `translate`, `replay`, `check`, `coverage`, `export`,
 //! `replay-dead-letters`.
 
 mod coverage;
@@ -6,6 +6,7 @@ mod dead_letters;
 mod export;
 mod outputs;
 pub mod replay;
+mod serve;
 mod translate;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: HTTP ingest, outputs with spools, metrics, mapping hot reload.
+    Serve(serve::ServeArgs),
     /// Translate Defender payloads (files or stdin) to LEEF syslog lines or ECS JSON, one per line.
     Translate(Box<translate::TranslateArgs>),
     /// Replay the golden fixtures and compare byte for byte (or rewrite them with --bless).
@@ -126,6 +129,7 @@ impl RenderArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(a) => serve::run(a),
         Command::Translate(a) => translate::run(*a),
         Command::Replay(a) => replay::run_replay(a),
         Command::Check(a) => replay::run_check(a),

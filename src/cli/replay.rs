@@ -179,7 +179,7 @@ fn translator(m: &MappingArgs) -> Result<Translator> {
 }
 
 /// Compares every case; returns the problems found (empty = all equal).
-fn compare_all(
+pub(super) fn compare_all(
     translator: &Translator,
     cases: &[PathBuf],
     bless: bool,

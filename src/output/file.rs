@@ -106,6 +106,9 @@ fn open_append(path: &Path) -> Result<(File, u64), OutputError> {
         target: path.display().to_string(),
         source,
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
     let file = OpenOptions::new()
         .create(true)
         .append(true)

@@ -14,6 +14,9 @@
 //! to render) go to the output's dead letters, synced before the spool lets go of them.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -21,11 +24,12 @@ use tokio::time::Instant;
 
 use super::bulk::{encode_entry, BulkOutput, ItemResult};
 use super::dead_letter::{encode_meta, DeadLetters};
+use super::file::{FileOutput, FileTarget};
 use super::spool::{Spool, SpoolError};
 use super::syslog::{SyslogOutput, SyslogTarget};
 use super::{backoff, OutputError};
 use crate::event::RawRecord;
-use crate::format::{render_leef_within, Fit, RenderOptions};
+use crate::format::{render_ecs, render_leef_within, Fit, RenderOptions};
 use crate::mapping::MappedEvent;
 
 /// What a full spool does.
@@ -39,6 +43,8 @@ pub enum FullPolicy {
 pub enum Endpoint {
     Syslog(SyslogTarget),
     Bulk(Box<BulkOutput>),
+    /// Lines in a local file: synced before a batch is answered, so it needs no spool.
+    File(FileTarget),
 }
 
 pub struct SpoolSettings {
@@ -55,6 +61,8 @@ pub enum Encoding {
     Leef { max: usize },
     /// A `_bulk` entry (see [`super::bulk`]).
     Bulk { namespace: String },
+    /// An ECS document.
+    Ecs,
 }
 
 /// Events of one submission, encoded for one output, in input order.
@@ -95,6 +103,10 @@ impl Batch {
             },
             Encoding::Bulk { namespace } => {
                 encode_entry(ev, rec, namespace, mapping_version, &mut out);
+                self.events.push(out);
+            }
+            Encoding::Ecs => {
+                render_ecs(ev, &mut out);
                 self.events.push(out);
             }
         }
@@ -152,25 +164,73 @@ impl OutputReport {
     }
 }
 
-type Ack = oneshot::Sender<Result<(), String>>;
+/// What an output has done so far, for `/metrics` and `/readyz` while it runs.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    pub delivered: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Events in the spool, and their bytes.
+    pub pending: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_max_bytes: AtomicU64,
+    /// Unix seconds of the last delivery (0: none yet).
+    pub last_success: AtomicU64,
+    /// Unix seconds since which the spool has not been empty (0: it is empty).
+    pub backlog_since: AtomicU64,
+    /// The endpoint failed its last attempt.
+    pub down: AtomicBool,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why an output did not take a batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    /// The spool is full and the endpoint is not taking events: try again later.
+    #[error("{0}")]
+    Full(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for Refused {
+    fn from(s: String) -> Self {
+        Refused::Failed(s)
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), Refused>>;
 
 /// A producer's side of an output.
 pub struct OutputHandle {
     pub name: String,
     pub encoding: Encoding,
+    pub stats: Arc<OutputStats>,
     tx: mpsc::Sender<(Batch, Ack)>,
     task: JoinHandle<OutputReport>,
 }
 
 /// Waits for one submission's answer.
-pub struct Pending(oneshot::Receiver<Result<(), String>>);
+pub struct Pending(oneshot::Receiver<Result<(), Refused>>);
 
 impl Pending {
+    pub async fn wait(self) -> Result<(), Refused> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(Refused::Failed("the output stopped".into())))
+    }
+
     /// Waits from outside the runtime (the CLI's thread).
-    pub fn wait_blocking(self) -> Result<(), String> {
+    pub fn wait_blocking(self) -> Result<(), Refused> {
         self.0
             .blocking_recv()
-            .unwrap_or_else(|_| Err("the output stopped".into()))
+            .unwrap_or_else(|_| Err(Refused::Failed("the output stopped".into())))
     }
 }
 
@@ -196,6 +256,7 @@ impl OutputHandle {
         let close_retries = match &endpoint {
             Endpoint::Syslog(t) => t.retries,
             Endpoint::Bulk(b) => b.retries(),
+            Endpoint::File(_) => 0,
         };
         let sink = match endpoint {
             Endpoint::Syslog(mut t) => {
@@ -212,8 +273,11 @@ impl OutputHandle {
                 }
                 Sink::Bulk(*b)
             }
+            Endpoint::File(t) => Sink::File(FileOutput::open(t)?),
         };
+        let stats = Arc::new(OutputStats::default());
         let worker = Worker {
+            stats: stats.clone(),
             report: OutputReport {
                 name: name.clone(),
                 ..OutputReport::default()
@@ -232,6 +296,7 @@ impl OutputHandle {
             OutputHandle {
                 name,
                 encoding,
+                stats,
                 tx,
                 task,
             },
@@ -239,12 +304,21 @@ impl OutputHandle {
         ))
     }
 
+    /// Hands a batch over, waiting while the queue is full.
+    pub async fn submit(&self, batch: Batch) -> Pending {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError((_, ack))) = self.tx.send((batch, ack)).await {
+            let _ = ack.send(Err(Refused::Failed("the output stopped".into())));
+        }
+        Pending(rx)
+    }
+
     /// Hands a batch over from outside the runtime (the CLI's thread): waits while the queue
     /// is full.
     pub fn submit_blocking(&self, batch: Batch) -> Pending {
         let (ack, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError((_, ack))) = self.tx.blocking_send((batch, ack)) {
-            let _ = ack.send(Err("the output stopped".into()));
+            let _ = ack.send(Err(Refused::Failed("the output stopped".into())));
         }
         Pending(rx)
     }
@@ -264,6 +338,7 @@ impl OutputHandle {
 enum Sink {
     Syslog(SyslogTarget, Option<SyslogOutput>),
     Bulk(BulkOutput),
+    File(FileOutput),
 }
 
 impl Sink {
@@ -330,6 +405,19 @@ impl Sink {
                 }
                 (done.len(), result.err().map(|e| e.to_string()))
             }
+            Sink::File(out) => {
+                let written = events
+                    .iter()
+                    .try_for_each(|ev| out.write_line(ev))
+                    .and_then(|()| out.sync());
+                match written {
+                    Ok(()) => {
+                        report.delivered += events.len() as u64;
+                        (events.len(), None)
+                    }
+                    Err(e) => (0, Some(e.to_string())),
+                }
+            }
         }
     }
 
@@ -341,6 +429,7 @@ impl Sink {
 }
 
 struct Worker {
+    stats: Arc<OutputStats>,
     report: OutputReport,
     sink: Sink,
     spool: Option<Spool>,
@@ -386,6 +475,7 @@ impl Worker {
                 }
                 None => self.drain_once().await,
             }
+            self.publish();
         }
         // Closing: the backlog goes while the endpoint takes it; failures are waited out with
         // the backoff up to the output's retry budget, then what is left stays spooled.
@@ -409,8 +499,34 @@ impl Worker {
         if self.report.pending == 0 {
             self.report.down = None;
         }
+        self.publish();
         self.sink.close().await;
         self.report
+    }
+
+    fn publish(&self) {
+        let s = &self.stats;
+        let r = &self.report;
+        let before = s.delivered.swap(r.delivered, Ordering::Relaxed);
+        if r.delivered > before {
+            s.last_success.store(unix_now(), Ordering::Relaxed);
+        }
+        s.duplicates.store(r.duplicates, Ordering::Relaxed);
+        s.dead_lettered.store(r.dead_lettered, Ordering::Relaxed);
+        s.down.store(r.down.is_some(), Ordering::Relaxed);
+        if let Some(spool) = &self.spool {
+            s.dropped.store(spool.dropped, Ordering::Relaxed);
+            s.pending.store(spool.pending(), Ordering::Relaxed);
+            s.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            s.spool_max_bytes
+                .store(spool.bytes() + spool.room(), Ordering::Relaxed);
+            let since = s.backlog_since.load(Ordering::Relaxed);
+            if spool.pending() == 0 {
+                s.backlog_since.store(0, Ordering::Relaxed);
+            } else if since == 0 {
+                s.backlog_since.store(unix_now(), Ordering::Relaxed);
+            }
+        }
     }
 
     fn backlog(&self) -> u64 {
@@ -422,7 +538,7 @@ impl Worker {
     }
 
     /// Takes a batch: spooled and synced (with a spool), else sent.
-    async fn accept(&mut self, batch: Batch) -> Result<(), String> {
+    async fn accept(&mut self, batch: Batch) -> Result<(), Refused> {
         self.report.trimmed += batch.trimmed;
         for (reason, meta) in &batch.refused {
             self.dead.add(reason, meta).map_err(|e| e.to_string())?;
@@ -437,11 +553,15 @@ impl Worker {
                 .await;
             return match err {
                 None if done == events.len() => Ok(()),
-                e => Err(e.unwrap_or_else(|| "not every event was sent".into())),
+                e => Err(Refused::Failed(
+                    e.unwrap_or_else(|| "not every event was sent".into()),
+                )),
             };
         }
         if self.full == FullPolicy::DropOldest {
-            return self.spool_dropping_oldest(&batch.events);
+            return self
+                .spool_dropping_oldest(&batch.events)
+                .map_err(Refused::from);
         }
         let need: u64 = batch.events.iter().map(|e| Spool::stored_len(e)).sum();
         loop {
@@ -453,13 +573,13 @@ impl Worker {
                 for ev in &batch.events {
                     spool.append(ev).map_err(|e| e.to_string())?;
                 }
-                return spool.sync().map_err(|e| e.to_string());
+                return spool.sync().map_err(|e| Refused::Failed(e.to_string()));
             }
             if can_drain {
                 self.drain_once().await;
                 continue;
             }
-            return Err(format!(
+            return Err(Refused::Full(format!(
                 "the spool of {} is full ({} events waiting, {} of {} bytes; this batch needs {need}){}; nothing of this batch was accepted",
                 self.report.name,
                 spool.pending(),
@@ -470,7 +590,7 @@ impl Worker {
                     .as_deref()
                     .map(|d| format!(" and the endpoint is down: {d}"))
                     .unwrap_or_default()
-            ));
+            )));
         }
     }
 

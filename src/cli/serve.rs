@@ -1,0 +1,239 @@
+//! `serve [--config FILE]`: the HTTP ingest endpoint and the outputs as a long-running service,
+//! with mapping hot reload (SIGHUP, or a change under the mappings directory) and graceful
+//! shutdown (SIGTERM, Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::replay::{compare_all, find_cases};
+use crate::config::{secret, LogFormat, ServiceConfig};
+use crate::inputs::http::{router, HttpState};
+use crate::mapping::{MapOptions, MappingSet};
+use crate::pipeline::{start_outputs, Pipeline};
+use crate::translate::Translator;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The service's configuration (TOML, see docs/configuration.md); without it, the embedded
+    /// defaults: ingest on 127.0.0.1:8080, LEEF and ECS files under ./data/out/.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(a: ServeArgs) -> Result<ExitCode> {
+    let cfg = match &a.config {
+        Some(path) => ServiceConfig::load(path)?,
+        None => ServiceConfig::default(),
+    };
+    init_logging(&cfg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(cfg, a.config))
+}
+
+fn init_logging(cfg: &ServiceConfig) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.logging.level)
+        .with_context(|| format!("logging.level `{}`", cfg.logging.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let result = match cfg.logging.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+fn load_translator(cfg: &ServiceConfig) -> Result<Translator> {
+    let set = match &cfg.mappings.dir {
+        Some(dir) => MappingSet::load_dir(dir)?,
+        None => MappingSet::embedded()?,
+    };
+    Ok(Translator::new(
+        set,
+        MapOptions::default(),
+        Default::default(),
+    ))
+}
+
+/// The fixtures a reload must replay: the configured directory, else `./fixtures` if present.
+fn fixtures_dir(cfg: &ServiceConfig) -> Option<PathBuf> {
+    cfg.mappings
+        .fixtures
+        .clone()
+        .or_else(|| Some(PathBuf::from("fixtures")).filter(|p| p.is_dir()))
+}
+
+async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitCode> {
+    if let Some(f) = &cfg.mappings.fixtures {
+        anyhow::ensure!(
+            f.is_dir(),
+            "mappings.fixtures: {} is not a directory",
+            f.display()
+        );
+    }
+    let token = secret(
+        cfg.http.bearer_token_env.as_deref(),
+        cfg.http.bearer_token_file.as_deref(),
+        "http.bearer_token",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let translator = load_translator(&cfg)?;
+    let outputs = start_outputs(&cfg)?;
+    let pipeline = Arc::new(Pipeline::new(translator, outputs));
+    let state = Arc::new(HttpState {
+        pipeline: pipeline.clone(),
+        token,
+        max_body_bytes: cfg.http.max_body_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}", cfg.http.listen))?;
+    tracing::info!(
+        listen = %cfg.http.listen,
+        config = %config_path.as_deref().map_or("(embedded defaults)".into(), |p| p.display().to_string()),
+        outputs = cfg.outputs.len(),
+        mappings = %pipeline.translator().mappings.version(),
+        "defender-dsm serving"
+    );
+    let reloader = tokio::spawn(reload_loop(pipeline.clone(), cfg.clone()));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("http server")?;
+    reloader.abort();
+    let _ = reloader.await;
+    tracing::info!(
+        grace_seconds = cfg.shutdown_grace_seconds,
+        "stopped accepting; draining outputs"
+    );
+    let Ok(pipeline) = Arc::try_unwrap(pipeline) else {
+        tracing::error!("requests still hold the pipeline; exiting without draining");
+        return Ok(ExitCode::from(1));
+    };
+    let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
+    match tokio::time::timeout(grace, pipeline.close()).await {
+        Ok(reports) => {
+            for r in reports {
+                tracing::info!(output = %r.name, report = %r.line(), "output closed");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(_) => {
+            tracing::warn!("grace period over; what was not sent stays in the spools");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Reloads on SIGHUP, and when a file under the mappings directory changes.
+async fn reload_loop(pipeline: Arc<Pipeline>, cfg: ServiceConfig) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be handled; reload by file change only");
+        return;
+    };
+    let watched = cfg.mappings.dir.clone().filter(|_| cfg.mappings.watch);
+    let mut seen = watched.as_deref().map(fingerprint);
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        cfg.mappings.watch_interval_seconds.max(1),
+    ));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = tick.tick() => {
+                let Some(dir) = &watched else { continue };
+                let now = fingerprint(dir);
+                if seen.as_ref() == Some(&now) {
+                    continue;
+                }
+                seen = Some(now);
+            }
+        }
+        let cfg2 = cfg.clone();
+        let outcome = tokio::task::spawn_blocking(move || candidate(&cfg2)).await;
+        match outcome {
+            Ok(Ok(t)) => {
+                let version = t.mappings.version().to_string();
+                pipeline.replace_translator(t);
+                pipeline
+                    .telemetry
+                    .add("dsm_mapping_reloads_total", &[("result", "applied")], 1);
+                tracing::info!(%version, "mappings reloaded");
+            }
+            Ok(Err(e)) => {
+                pipeline
+                    .telemetry
+                    .add("dsm_mapping_reloads_total", &[("result", "rejected")], 1);
+                tracing::error!(reason = %format!("{e:#}"), "mapping reload rejected; the running set stays");
+            }
+            Err(e) => tracing::error!(%e, "mapping reload failed"),
+        }
+    }
+}
+
+/// A new translator, if the mappings compile and every fixture replays unchanged.
+fn candidate(cfg: &ServiceConfig) -> Result<Translator> {
+    let t = load_translator(cfg)?;
+    match fixtures_dir(cfg) {
+        Some(dir) => {
+            let cases = find_cases(&dir)?;
+            let (problems, _) = compare_all(&t, &cases, false)?;
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "{} fixture problems, first: {}",
+                    problems.len(),
+                    problems[0]
+                );
+            }
+        }
+        None => tracing::warn!("no fixtures to replay: the new mappings were only compiled"),
+    }
+    Ok(t)
+}
+
+/// Names, sizes and modification times of the files under `dir`.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(p),
+                Ok(m) => out.push((p, m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH))),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}

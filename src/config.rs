@@ -1,0 +1,401 @@
+//! The service's configuration (`serve --config FILE`, TOML), documented key by key in
+//! `docs/configuration.md`. Every key has an embedded default, so `serve` runs without a file:
+//! HTTP ingest on 127.0.0.1:8080, the bundled mappings, LEEF and ECS files under `./data/out/`
+//! and the spools under `./data/`. Unknown keys and bad values are errors that name the key.
+//! Secrets (the ingest token, cluster credentials) come from environment variables or files.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Spools and dead letters live here, one directory per output.
+    pub data_dir: PathBuf,
+    /// How long shutdown may take to drain queued events to their outputs or spools.
+    pub shutdown_grace_seconds: u64,
+    pub http: HttpConfig,
+    pub mappings: MappingsConfig,
+    pub logging: LoggingConfig,
+    pub outputs: Vec<OutputConfig>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        let file = |name: &str, path: &str, format: FileFormat| OutputConfig {
+            name: name.into(),
+            kind: OutputKind::File,
+            path: Some(PathBuf::from(path)),
+            format: Some(format),
+            ..OutputConfig::default()
+        };
+        ServiceConfig {
+            data_dir: PathBuf::from("./data"),
+            shutdown_grace_seconds: 30,
+            http: HttpConfig::default(),
+            mappings: MappingsConfig::default(),
+            logging: LoggingConfig::default(),
+            outputs: vec![
+                file("leef-file", "./data/out/events.leef", FileFormat::Leef),
+                file("ecs-file", "./data/out/events.ecs.ndjson", FileFormat::Ecs),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port of the ingest endpoint.
+    pub listen: String,
+    /// Largest request body, in bytes, after gzip decompression.
+    pub max_body_bytes: usize,
+    /// The bearer token `POST /v1/ingest` requires, from this environment variable...
+    pub bearer_token_env: Option<String>,
+    /// ... or from this file (first line). Neither: no token is required.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 << 20,
+            bearer_token_env: None,
+            bearer_token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MappingsConfig {
+    /// A directory of mapping files instead of the bundled set.
+    pub dir: Option<PathBuf>,
+    /// Golden fixtures a new mapping set must replay cleanly before it replaces the running one.
+    pub fixtures: Option<PathBuf>,
+    /// Reload when a file in `dir` changes (SIGHUP always reloads).
+    pub watch: bool,
+    /// How often `dir` is checked for changes, in seconds.
+    pub watch_interval_seconds: u64,
+}
+
+impl Default for MappingsConfig {
+    fn default() -> Self {
+        MappingsConfig {
+            dir: None,
+            fixtures: None,
+            watch: true,
+            watch_interval_seconds: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `defender_dsm=debug,info` ...
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Syslog,
+    Bulk,
+    #[default]
+    File,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Leef,
+    Ecs,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FramingConfig {
+    Lf,
+    OctetCounting,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullConfig {
+    Block,
+    DropOldest,
+}
+
+/// One output. Which keys apply depends on `type`; a key for another type is an error.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: OutputKind,
+
+    // syslog and bulk
+    pub url: Option<String>,
+    pub retries: Option<u32>,
+    pub spool_max_bytes: Option<u64>,
+    pub spool_full: Option<FullConfig>,
+
+    // syslog
+    pub framing: Option<FramingConfig>,
+    pub max_message_size: Option<usize>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+
+    // bulk
+    pub namespace: Option<String>,
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub max_docs: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub gzip: Option<bool>,
+    pub pipeline: Option<String>,
+
+    // file
+    pub path: Option<PathBuf>,
+    pub format: Option<FileFormat>,
+    pub rotate_bytes: Option<u64>,
+    pub keep_files: Option<u32>,
+
+    // routing, any type
+    #[serde(default)]
+    pub include_families: Vec<String>,
+    #[serde(default)]
+    pub exclude_families: Vec<String>,
+    #[serde(default)]
+    pub include_categories: Vec<String>,
+    #[serde(default)]
+    pub exclude_categories: Vec<String>,
+    #[serde(default)]
+    pub include_actions: Vec<String>,
+    #[serde(default)]
+    pub exclude_actions: Vec<String>,
+    #[serde(default)]
+    pub drop_fields: Vec<String>,
+}
+
+impl ServiceConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<ServiceConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<ServiceConfig, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: file.to_string(),
+            message,
+        };
+        let cfg: ServiceConfig =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        cfg.check().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// What the types cannot say: keys that apply to another output type, missing keys, names.
+    fn check(&self) -> Result<(), String> {
+        if self.http.bearer_token_env.is_some() && self.http.bearer_token_file.is_some() {
+            return Err("http: give bearer_token_env or bearer_token_file, not both".into());
+        }
+        if self.outputs.is_empty() {
+            return Err("outputs: at least one output is needed".into());
+        }
+        let mut names = Vec::new();
+        for (i, o) in self.outputs.iter().enumerate() {
+            let at = format!("outputs[{i}]");
+            if o.name.is_empty()
+                || !o
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{at}.name: `{}` is not a name (letters, digits, `-`, `_`)",
+                    o.name
+                ));
+            }
+            if names.contains(&o.name) {
+                return Err(format!("{at}.name: `{}` is used twice", o.name));
+            }
+            names.push(o.name.clone());
+            o.check(&format!("{at} ({})", o.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl OutputConfig {
+    fn check(&self, at: &str) -> Result<(), String> {
+        let set = |present: bool, key: &str, kinds: &[OutputKind]| -> Result<(), String> {
+            if present && !kinds.contains(&self.kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                return Err(format!(
+                    "{at}.{key}: applies to {} outputs, this one is `{}`",
+                    names.join(" and "),
+                    self.kind.as_str()
+                ));
+            }
+            Ok(())
+        };
+        use OutputKind::{Bulk, File, Syslog};
+        set(self.url.is_some(), "url", &[Syslog, Bulk])?;
+        set(self.retries.is_some(), "retries", &[Syslog, Bulk])?;
+        set(
+            self.spool_max_bytes.is_some(),
+            "spool_max_bytes",
+            &[Syslog, Bulk],
+        )?;
+        set(self.spool_full.is_some(), "spool_full", &[Syslog, Bulk])?;
+        set(self.framing.is_some(), "framing", &[Syslog])?;
+        set(
+            self.max_message_size.is_some(),
+            "max_message_size",
+            &[Syslog],
+        )?;
+        set(self.tls_ca.is_some(), "tls_ca", &[Syslog])?;
+        set(self.tls_cert.is_some(), "tls_cert", &[Syslog])?;
+        set(self.tls_key.is_some(), "tls_key", &[Syslog])?;
+        set(self.tls_server_name.is_some(), "tls_server_name", &[Syslog])?;
+        for (present, key) in [
+            (self.namespace.is_some(), "namespace"),
+            (self.user.is_some(), "user"),
+            (self.password_env.is_some(), "password_env"),
+            (self.password_file.is_some(), "password_file"),
+            (self.api_key_env.is_some(), "api_key_env"),
+            (self.api_key_file.is_some(), "api_key_file"),
+            (self.token_env.is_some(), "token_env"),
+            (self.token_file.is_some(), "token_file"),
+            (self.ca.is_some(), "ca"),
+            (self.max_docs.is_some(), "max_docs"),
+            (self.max_bytes.is_some(), "max_bytes"),
+            (self.gzip.is_some(), "gzip"),
+            (self.pipeline.is_some(), "pipeline"),
+        ] {
+            set(present, key, &[Bulk])?;
+        }
+        set(self.path.is_some(), "path", &[File])?;
+        set(self.format.is_some(), "format", &[File])?;
+        set(self.rotate_bytes.is_some(), "rotate_bytes", &[File])?;
+        set(self.keep_files.is_some(), "keep_files", &[File])?;
+        match self.kind {
+            Syslog | Bulk if self.url.is_none() => Err(format!("{at}.url: missing")),
+            File if self.path.is_none() => Err(format!("{at}.path: missing")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl OutputKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Syslog => "syslog",
+            OutputKind::Bulk => "bulk",
+            OutputKind::File => "file",
+        }
+    }
+}
+
+/// A secret from an environment variable or a file (its first line); `what` names it in errors,
+/// never its value.
+pub fn secret(
+    env: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> Result<Option<String>, String> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(format!("{what}: give the _env or the _file key, not both")),
+        (Some(var), None) => std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("{what}: environment variable {var} is not set")),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| Some(s.lines().next().unwrap_or_default().trim().to_string()))
+            .map_err(|e| format!("{what}: {}: {e}", path.display())),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_ingest_on_loopback_and_two_local_files() {
+        let c = ServiceConfig::parse("", "x.toml").expect("empty is valid");
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.outputs.len(), 2);
+        assert!(c.outputs.iter().all(|o| o.kind == OutputKind::File));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = ServiceConfig::parse("[http]\nlisten = \"x\"\nport = 1\n", "a.toml")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.starts_with("a.toml: ") && e.contains("port"), "{e}");
+        let e = ServiceConfig::parse("[[outputs]]\nname = \"q\"\ntype = \"kafka\"\n", "a.toml")
+            .expect_err("bad type")
+            .to_string();
+        assert!(e.contains("kafka"), "{e}");
+        let e = ServiceConfig::parse(
+            "[[outputs]]\nname = \"q\"\ntype = \"bulk\"\nurl = \"http://h:9200\"\nframing = \"lf\"\n",
+            "a.toml",
+        )
+        .expect_err("framing on bulk")
+        .to_string();
+        assert!(
+            e.contains("outputs[0] (q).framing: applies to syslog outputs"),
+            "{e}"
+        );
+        let e = ServiceConfig::parse("[[outputs]]\nname = \"q\"\ntype = \"syslog\"\n", "a.toml")
+            .expect_err("no url")
+            .to_string();
+        assert!(e.contains("outputs[0] (q).url: missing"), "{e}");
+        let e = ServiceConfig::parse("shutdown_grace_seconds = \"soon\"\n", "a.toml")
+            .expect_err("bad value")
+            .to_string();
+        assert!(e.contains("shutdown_grace_seconds"), "{e}");
+    }
+}

@@ -1,0 +1,323 @@
+//! The service's path for one payload: decode and map it with the mapping set in use, encode each
+//! event for every output whose route admits it, hand the batches over, and answer only when
+//! every output has them durably (sent or spooled). A payload that does not decode is refused
+//! whole before anything is handed over, so nothing of a rejected body is half-accepted.
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::{
+    secret, FileFormat, FramingConfig, FullConfig, OutputConfig, OutputKind, ServiceConfig,
+};
+use crate::event::SourceKind;
+use crate::mapping::MappedEvent;
+use crate::output::bulk::{BulkAuth, BulkOutput, BulkTarget};
+use crate::output::file::FileTarget;
+use crate::output::syslog::{Framing, SyslogTarget, TlsSettings};
+use crate::output::worker::{
+    Batch, Encoding, Endpoint, FullPolicy, OutputHandle, OutputReport, Refused, SpoolSettings,
+};
+use crate::output::{dir_name, OutputError};
+use crate::telemetry::Telemetry;
+use crate::translate::{Counts, Translator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The payload does not decode: where and why.
+    #[error("{0}")]
+    Malformed(String),
+    /// An output's spool is full while its endpoint is down: try again later.
+    #[error("{0}")]
+    Full(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Which events an output gets.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    include_families: Vec<String>,
+    exclude_families: Vec<String>,
+    include_categories: Vec<String>,
+    exclude_categories: Vec<String>,
+    include_actions: Vec<String>,
+    exclude_actions: Vec<String>,
+}
+
+impl Route {
+    fn from_config(o: &OutputConfig) -> Route {
+        Route {
+            include_families: o.include_families.clone(),
+            exclude_families: o.exclude_families.clone(),
+            include_categories: o.include_categories.clone(),
+            exclude_categories: o.exclude_categories.clone(),
+            include_actions: o.include_actions.clone(),
+            exclude_actions: o.exclude_actions.clone(),
+        }
+    }
+
+    /// Family by name (`none` for records no family maps), category as LEEF `cat`, action as
+    /// the LEEF EventID (the ActionType for Streaming API tables).
+    pub fn admits(&self, ev: &MappedEvent) -> bool {
+        let family = ev.family.map_or("none", |f| f.name.as_str());
+        let pass = |value: &str, include: &[String], exclude: &[String]| {
+            (include.is_empty() || include.iter().any(|v| v == value))
+                && !exclude.iter().any(|v| v == value)
+        };
+        pass(family, &self.include_families, &self.exclude_families)
+            && pass(
+                &ev.category,
+                &self.include_categories,
+                &self.exclude_categories,
+            )
+            && pass(&ev.event_id, &self.include_actions, &self.exclude_actions)
+    }
+}
+
+pub struct RoutedOutput {
+    pub handle: OutputHandle,
+    pub route: Route,
+}
+
+/// What an ingest took.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub records: u64,
+    pub counts: Counts,
+}
+
+pub struct Pipeline {
+    translator: RwLock<Arc<Translator>>,
+    pub outputs: Vec<RoutedOutput>,
+    pub telemetry: Telemetry,
+}
+
+impl Pipeline {
+    pub fn new(translator: Translator, outputs: Vec<RoutedOutput>) -> Pipeline {
+        let telemetry = Telemetry::default();
+        telemetry.set_mapping_version(translator.mappings.version());
+        Pipeline {
+            translator: RwLock::new(Arc::new(translator)),
+            outputs,
+            telemetry,
+        }
+    }
+
+    /// The mapping set in use; a payload keeps the one it started with through a reload.
+    pub fn translator(&self) -> Arc<Translator> {
+        match self.translator.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace_translator(&self, t: Translator) {
+        self.telemetry.set_mapping_version(t.mappings.version());
+        let mut slot = match self.translator.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(t);
+    }
+
+    /// Takes one payload: decoded and encoded off the async threads, then handed to every
+    /// output; returns once every output has it sent or spooled.
+    pub async fn ingest(
+        self: &Arc<Self>,
+        text: String,
+        origin: &str,
+        input: &'static str,
+        forced: Option<SourceKind>,
+    ) -> Result<Ingested, IngestError> {
+        let me = self.clone();
+        let origin: Arc<str> = Arc::from(origin);
+        let bytes = text.len() as u64;
+        let (batches, taken) =
+            tokio::task::spawn_blocking(move || me.encode(&text, &origin, forced))
+                .await
+                .map_err(|e| IngestError::Failed(format!("translation stopped: {e}")))??;
+        let mut waiting = Vec::new();
+        for (o, batch) in self.outputs.iter().zip(batches) {
+            if !batch.is_empty() {
+                waiting.push(o.handle.submit(batch).await);
+            }
+        }
+        let mut first_error = None;
+        for w in waiting {
+            if let Err(e) = w.wait().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.telemetry
+            .add("dsm_input_bytes_total", &[("input", input)], bytes);
+        for (family, n) in &taken.counts.by_family {
+            let (family, outcome) = match family.strip_prefix('(') {
+                Some(rest) => ("none", rest.split(')').next().unwrap_or("unmapped")),
+                None => (family.as_str(), "mapped"),
+            };
+            self.telemetry.add(
+                "dsm_records_total",
+                &[("input", input), ("family", family), ("outcome", outcome)],
+                *n,
+            );
+        }
+        match first_error {
+            None => Ok(taken),
+            Some(Refused::Full(e)) => Err(IngestError::Full(e)),
+            Some(Refused::Failed(e)) => Err(IngestError::Failed(e)),
+        }
+    }
+
+    fn encode(
+        &self,
+        text: &str,
+        origin: &Arc<str>,
+        forced: Option<SourceKind>,
+    ) -> Result<(Vec<Batch>, Ingested), IngestError> {
+        let t = self.translator();
+        let mut batches: Vec<Batch> = self.outputs.iter().map(|_| Batch::default()).collect();
+        let mut taken = Ingested::default();
+        t.each_event(text, origin, forced, &mut taken.counts, |rec, ev| {
+            taken.records += 1;
+            for (o, b) in self.outputs.iter().zip(batches.iter_mut()) {
+                if o.route.admits(ev) {
+                    b.add(&o.handle.encoding, ev, rec, &t.render, t.mappings.version());
+                }
+            }
+        })
+        .map_err(|e| IngestError::Malformed(e.to_string()))?;
+        Ok((batches, taken))
+    }
+
+    /// Stops every output after it drained what it can, and reports.
+    pub async fn close(self) -> Vec<OutputReport> {
+        let mut reports = Vec::new();
+        for o in self.outputs {
+            reports.push(o.handle.close().await);
+        }
+        reports
+    }
+}
+
+/// Starts every configured output (on the current runtime), with its spool and dead letters
+/// under the data directory.
+pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputError> {
+    let mut outputs = Vec::new();
+    for o in &cfg.outputs {
+        let bad = |why: String| OutputError::Config(format!("outputs ({}): {why}", o.name));
+        let (encoding, endpoint) = match o.kind {
+            OutputKind::Syslog => {
+                let mut t = SyslogTarget::parse(o.url.as_deref().unwrap_or_default())?;
+                if let Some(f) = o.framing {
+                    t.framing = match f {
+                        FramingConfig::Lf => Framing::Lf,
+                        FramingConfig::OctetCounting => Framing::OctetCounting,
+                    };
+                }
+                if let Some(m) = o.max_message_size {
+                    t.max_message_size = m;
+                }
+                if let Some(r) = o.retries {
+                    t.retries = r;
+                }
+                t.tls = TlsSettings {
+                    ca_file: o.tls_ca.clone(),
+                    client_cert: o.tls_cert.clone(),
+                    client_key: o.tls_key.clone(),
+                    server_name: o.tls_server_name.clone(),
+                };
+                (
+                    Encoding::Leef {
+                        max: t.max_message_size,
+                    },
+                    Endpoint::Syslog(t),
+                )
+            }
+            OutputKind::Bulk => {
+                let mut t = BulkTarget::new(o.url.as_deref().unwrap_or_default())?;
+                let password = secret(
+                    o.password_env.as_deref(),
+                    o.password_file.as_deref(),
+                    "password",
+                )
+                .map_err(bad)?;
+                let api_key = secret(
+                    o.api_key_env.as_deref(),
+                    o.api_key_file.as_deref(),
+                    "api_key",
+                )
+                .map_err(bad)?;
+                let token = secret(o.token_env.as_deref(), o.token_file.as_deref(), "token")
+                    .map_err(bad)?;
+                t.auth = match (&o.user, password, api_key, token) {
+                    (None, None, None, None) => BulkAuth::None,
+                    (Some(user), Some(password), None, None) => BulkAuth::Basic {
+                        user: user.clone(),
+                        password,
+                    },
+                    (None, None, Some(k), None) => BulkAuth::ApiKey(k),
+                    (None, None, None, Some(tok)) => BulkAuth::Bearer(tok),
+                    _ => {
+                        return Err(bad(
+                            "give user with a password, an API key, or a token".into()
+                        ))
+                    }
+                };
+                if let Some(ns) = &o.namespace {
+                    t.namespace = ns.clone();
+                }
+                t.ca_file = o.ca.clone();
+                if let Some(n) = o.max_docs {
+                    t.max_docs = n.max(1);
+                }
+                if let Some(n) = o.max_bytes {
+                    t.max_bytes = n;
+                }
+                if let Some(g) = o.gzip {
+                    t.gzip = g;
+                }
+                if let Some(r) = o.retries {
+                    t.retries = r;
+                }
+                t.pipeline = o.pipeline.clone();
+                let enc = Encoding::Bulk {
+                    namespace: t.namespace.clone(),
+                };
+                (enc, Endpoint::Bulk(Box::new(BulkOutput::new(t)?)))
+            }
+            OutputKind::File => {
+                let t = FileTarget {
+                    path: o.path.clone().unwrap_or_default(),
+                    max_bytes: o.rotate_bytes.unwrap_or(100 << 20),
+                    keep: o.keep_files.unwrap_or(5),
+                };
+                let enc = match o.format.unwrap_or(FileFormat::Ecs) {
+                    FileFormat::Leef => Encoding::Leef { max: usize::MAX },
+                    FileFormat::Ecs => Encoding::Ecs,
+                };
+                (enc, Endpoint::File(t))
+            }
+        };
+        let spool = (o.kind != OutputKind::File).then(|| SpoolSettings {
+            dir: cfg.data_dir.join("spool").join(dir_name(&o.name)),
+            max_bytes: o.spool_max_bytes.unwrap_or(1 << 30),
+            segment_bytes: 64 << 20,
+            full: match o.spool_full.unwrap_or(FullConfig::Block) {
+                FullConfig::Block => FullPolicy::Block,
+                FullConfig::DropOldest => FullPolicy::DropOldest,
+            },
+        });
+        let (handle, _) = OutputHandle::start(
+            o.name.clone(),
+            encoding,
+            endpoint,
+            spool,
+            Some(cfg.data_dir.join("dead-letters")),
+            4,
+        )?;
+        outputs.push(RoutedOutput {
+            handle,
+            route: Route::from_config(o),
+        });
+    }
+    Ok(outputs)
+}
