@@ -6,8 +6,8 @@
 //!   is taken); `401` without the configured bearer token; `413` over the size limit (after
 //!   decompression); `415` for another content encoding; `503` with `Retry-After` while a spool
 //!   is full.
-//! - `GET /healthz`: the process answers. `GET /readyz`: every output is up or spooling within
-//!   its limit. `GET /metrics`: Prometheus text.
+//! - `GET /healthz`: the process answers. `GET /readyz`: every output is up, or down but still
+//!   spooling (its last batch was not refused for a full spool). `GET /metrics`: Prometheus text.
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -166,17 +166,15 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
     let mut problems = Vec::new();
     for o in &s.pipeline.outputs {
         let st = &o.handle.stats;
-        let down = st.down.load(Ordering::Relaxed);
-        let max = st.spool_max_bytes.load(Ordering::Relaxed);
-        let bytes = st.spool_bytes.load(Ordering::Relaxed);
-        if down && max == 0 {
-            problems.push(format!("{}: down", o.handle.name));
-        } else if max > 0 && bytes.saturating_mul(10) >= max.saturating_mul(9) {
+        let spooled = st.spool_max_bytes.load(Ordering::Relaxed) > 0;
+        if st.full.load(Ordering::Relaxed) {
             problems.push(format!(
-                "{}: spool {bytes} of {max} bytes{}",
+                "{}: spool full ({} events), endpoint down",
                 o.handle.name,
-                if down { ", endpoint down" } else { "" }
+                st.pending.load(Ordering::Relaxed)
             ));
+        } else if st.down.load(Ordering::Relaxed) && !spooled {
+            problems.push(format!("{}: down", o.handle.name));
         }
     }
     if problems.is_empty() {

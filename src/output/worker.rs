@@ -181,6 +181,8 @@ pub struct OutputStats {
     pub backlog_since: AtomicU64,
     /// The endpoint failed its last attempt.
     pub down: AtomicBool,
+    /// The last batch was refused because the spool is full.
+    pub full: AtomicBool,
 }
 
 fn unix_now() -> u64 {
@@ -471,6 +473,9 @@ impl Worker {
             match job {
                 Some((batch, ack)) => {
                     let r = self.accept(batch).await;
+                    self.stats
+                        .full
+                        .store(matches!(r, Err(Refused::Full(_))), Ordering::Relaxed);
                     let _ = ack.send(r);
                 }
                 None => self.drain_once().await,

@@ -1,0 +1,434 @@
+//! `defender-dsm serve` as a running server: every status code of the ingest endpoint, gzip,
+//! the bearer token, size limits, a full spool, health, readiness and metrics, mapping hot
+//! reload accepted and rejected, and a shutdown that drains.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// Starts `serve` in a fresh directory: `http` holds extra `[http]` keys, `config` the tables
+/// after it (`$DIR` is the directory); `listen` and `data_dir` are set here.
+fn start(name: &str, http: &str, config: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("dsm-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let text = format!(
+        "data_dir = \"{d}/data\"\nshutdown_grace_seconds = 10\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n{config}\n",
+        d = dir.display()
+    );
+    let text = text.replace("$DIR", &dir.display().to_string());
+    std::fs::write(dir.join("config.toml"), text).expect("config");
+    let child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stderr(std::fs::File::create(dir.join("serve.log")).expect("log"))
+        .spawn()
+        .expect("serve");
+    let server = Server {
+        child: Some(child),
+        port,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+impl Server {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    fn stop(&mut self) -> i32 {
+        let Some(mut c) = self.child.take() else {
+            return -1;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().expect("exit").code().unwrap_or(-1)
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let mut req = reqwest::Client::new().request(method.parse().expect("method"), url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.body(body).send().await.expect("request");
+        Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.expect("body"),
+        }
+    })
+}
+
+fn post(s: &Server, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    request("POST", &s.url(path), headers, body.to_vec())
+}
+
+fn get(s: &Server, path: &str) -> Reply {
+    request("GET", &s.url(path), &[], Vec::new())
+}
+
+fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(root().join("fixtures").join(path)).expect("fixture")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+const FILES: &str = r#"
+[[outputs]]
+name = "leef"
+type = "file"
+path = "$DIR/out/events.leef"
+format = "leef"
+
+[[outputs]]
+name = "ecs"
+type = "file"
+path = "$DIR/out/events.ecs.ndjson"
+format = "ecs"
+"#;
+
+#[test]
+fn ingest_answers_202_once_written_and_400_415_for_bad_bodies_taking_nothing_of_them() {
+    let mut s = start("ingest", "", FILES);
+    let body = fixture("device-process-events/process-created.input.json");
+    let r = post(&s, "/v1/ingest", &[], &body);
+    assert_eq!((r.status, r.body.as_str()), (202, "{\"accepted\":1}"));
+    let r = post(
+        &s,
+        "/v1/ingest?source=graph-alert",
+        &[("content-encoding", "gzip")],
+        &gzip(&fixture("graph-alert/execution-alert-page.input.json")),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let leef = s.file("out/events.leef");
+    let ecs = s.file("out/events.ecs.ndjson");
+    let expected_leef = String::from_utf8(fixture(
+        "device-process-events/process-created.expected.leef",
+    ))
+    .expect("utf-8");
+    assert!(leef.starts_with(&expected_leef), "{leef}");
+    assert_eq!(leef.lines().count(), ecs.lines().count());
+
+    // NDJSON whose second line is cut: refused whole, the first line's record not written.
+    let mut two = String::from_utf8(body.clone())
+        .expect("utf-8")
+        .replace('\n', "");
+    two.push_str("\n{\"records\":[{\"category\":");
+    let before = s.file("out/events.leef");
+    let r = post(&s, "/v1/ingest", &[], two.as_bytes());
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("body:2:"), "{}", r.body);
+    assert_eq!(s.file("out/events.leef"), before);
+
+    let r = post(&s, "/v1/ingest?source=kafka", &[], &body);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("unknown source kind `kafka`"), "{}", r.body);
+    let r = post(&s, "/v1/ingest", &[("content-encoding", "br")], &body);
+    assert_eq!(r.status, 415);
+    let r = post(
+        &s,
+        "/v1/ingest",
+        &[("content-encoding", "gzip")],
+        b"not gzip",
+    );
+    assert_eq!(r.status, 400);
+    let r = post(&s, "/v1/ingest", &[], &[0xff, 0xfe, b'{']);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("not UTF-8"), "{}", r.body);
+
+    let m = get(&s, "/metrics").body;
+    assert!(m.contains("dsm_http_requests_total{code=\"202\"} 2"), "{m}");
+    assert!(m.contains("dsm_http_requests_total{code=\"400\"} 4"), "{m}");
+    assert!(m.contains("dsm_http_requests_total{code=\"415\"} 1"), "{m}");
+    assert!(m.contains(
+        "dsm_records_total{input=\"http\",family=\"device-process-events\",outcome=\"mapped\"} 1"
+    ));
+    assert!(
+        m.contains("dsm_output_events_total{output=\"leef\",result=\"delivered\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("dsm_mapping_info{version=\"0.1.0+"), "{m}");
+    assert_eq!(get(&s, "/healthz").status, 200);
+    assert_eq!(get(&s, "/readyz").status, 200);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+}
+
+#[test]
+fn the_bearer_token_and_the_size_limit_are_enforced() {
+    let token_file = std::env::temp_dir().join(format!("dsm-token-{}", std::process::id()));
+    std::fs::write(&token_file, "t0ken-from-file\n").expect("token");
+    let http = format!(
+        "bearer_token_file = \"{}\"\nmax_body_bytes = 4000\n",
+        token_file.display()
+    );
+    let s = start("auth", &http, FILES);
+    let body = fixture("device-process-events/process-created.input.json");
+    let r = post(&s, "/v1/ingest", &[], &body);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let r = post(
+        &s,
+        "/v1/ingest",
+        &[("authorization", "Bearer wrong")],
+        &body,
+    );
+    assert_eq!(r.status, 401);
+    let auth = [("authorization", "Bearer t0ken-from-file")];
+    let r = post(&s, "/v1/ingest", &auth, &body);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let big = vec![b' '; 5000];
+    assert_eq!(post(&s, "/v1/ingest", &auth, &big).status, 413);
+    // Small compressed, too large once decompressed.
+    let r = post(
+        &s,
+        "/v1/ingest",
+        &[auth[0], ("content-encoding", "gzip")],
+        &gzip(&big),
+    );
+    assert_eq!(r.status, 413);
+    assert!(
+        !s.log().contains("t0ken-from-file"),
+        "the token is never logged"
+    );
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[test]
+fn a_full_spool_answers_503_with_retry_after_and_readyz_says_why() {
+    let down = free_port();
+    let config = format!(
+        r#"
+[[outputs]]
+name = "qradar"
+type = "syslog"
+url = "tcp://127.0.0.1:{down}"
+retries = 0
+spool_max_bytes = 6000
+"#
+    );
+    let mut s = start("full", "", &config);
+    let body = fixture("device-network-events/failed-listening-request.input.json");
+    let r = post(&s, "/v1/ingest", &[], &body);
+    assert_eq!(
+        r.status, 202,
+        "spooled while the receiver is down: {}",
+        r.body
+    );
+    let mut last = r;
+    for _ in 0..5 {
+        last = post(&s, "/v1/ingest", &[], &body);
+        if last.status != 202 {
+            break;
+        }
+    }
+    assert_eq!(last.status, 503, "{}", last.body);
+    assert_eq!(last.headers["retry-after"], "5");
+    assert!(last.body.contains("is full"), "{}", last.body);
+    let ready = get(&s, "/readyz");
+    assert_eq!(ready.status, 503);
+    assert!(ready.body.contains("qradar: spool full"), "{}", ready.body);
+    let m = get(&s, "/metrics").body;
+    assert!(m.contains("dsm_output_up{output=\"qradar\"} 0"), "{m}");
+    assert!(m.contains("dsm_http_requests_total{code=\"503\"} 1"), "{m}");
+    // What was accepted is in the spool when the service stops.
+    assert_eq!(s.stop(), 0);
+    assert!(s.log().contains("kept in the spool"), "{}", s.log());
+}
+
+/// A copy of the bundled mappings that the test can change.
+fn copy_mappings(to: &Path) {
+    let mut stack = vec![(root().join("mappings"), to.to_path_buf())];
+    while let Some((from, to)) = stack.pop() {
+        std::fs::create_dir_all(&to).expect("dir");
+        for e in std::fs::read_dir(&from).expect("mappings") {
+            let p = e.expect("entry").path();
+            let target = to.join(p.file_name().expect("name"));
+            if p.is_dir() {
+                stack.push((p, target));
+            } else {
+                std::fs::copy(&p, &target).expect("copy");
+            }
+        }
+    }
+}
+
+fn wait_for(s: &Server, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = get(s, "/metrics").body;
+        if m.contains(needle) || Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn mapping_reload_applies_a_set_that_replays_cleanly_and_rejects_others() {
+    let dir = std::env::temp_dir().join(format!("dsm-serve-maps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_mappings(&dir);
+    let config = format!(
+        "{FILES}\n[mappings]\ndir = \"{}\"\nfixtures = \"{}\"\nwatch_interval_seconds = 1\n",
+        dir.display(),
+        root().join("fixtures").display()
+    );
+    let s = start("reload", "", &config);
+    let version = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("dsm_mapping_info"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = version(&get(&s, "/metrics").body);
+
+    // A change that keeps every fixture's output: applied.
+    let file = dir.join("device-process-events.xml");
+    let text = std::fs::read_to_string(&file).expect("mapping");
+    std::fs::write(&file, format!("{text}\n<!-- reviewed -->\n")).expect("write");
+    let m = wait_for(&s, "dsm_mapping_reloads_total{result=\"applied\"} 1");
+    assert!(
+        m.contains("dsm_mapping_reloads_total{result=\"applied\"} 1"),
+        "{m}\n{}",
+        s.log()
+    );
+    assert_ne!(version(&m), first);
+
+    // A change that alters a fixture's LEEF: rejected, the running set stays.
+    std::fs::write(
+        &file,
+        text.replacen("leef=\"usrName\"", "leef=\"userName\"", 1),
+    )
+    .expect("write");
+    let m = wait_for(&s, "dsm_mapping_reloads_total{result=\"rejected\"} 1");
+    assert!(
+        m.contains("dsm_mapping_reloads_total{result=\"rejected\"} 1"),
+        "{m}\n{}",
+        s.log()
+    );
+    assert!(s.log().contains("fixture problems"), "{}", s.log());
+    let body = fixture("device-process-events/process-created.input.json");
+    assert_eq!(post(&s, "/v1/ingest", &[], &body).status, 202);
+    assert!(s.file("out/events.leef").contains("\tusrName="));
+
+    // Broken XML, on SIGHUP too: rejected with the position.
+    std::fs::write(&file, "<dsm-mapping family=").expect("write");
+    if let Some(c) = &s.child {
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(c.id().to_string())
+            .status();
+    }
+    let m = wait_for(&s, "dsm_mapping_reloads_total{result=\"rejected\"} 2");
+    assert!(
+        m.contains("dsm_mapping_reloads_total{result=\"rejected\"} 2"),
+        "{m}"
+    );
+    assert!(
+        s.log().contains("device-process-events.xml:1:"),
+        "{}",
+        s.log()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn shutdown_drains_what_was_accepted_and_bad_configs_name_the_key() {
+    let mut s = start("drain", "", FILES);
+    let body = fixture("device-file-events/modified-deleted-renamed.input.json");
+    let mut accepted = 0;
+    for _ in 0..20 {
+        let r = post(&s, "/v1/ingest", &[], &body);
+        assert_eq!(r.status, 202);
+        accepted += r
+            .body
+            .trim_start_matches("{\"accepted\":")
+            .trim_end_matches('}')
+            .parse::<usize>()
+            .unwrap_or(0);
+    }
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert_eq!(s.file("out/events.leef").lines().count(), accepted);
+    assert!(s.log().contains("draining outputs"), "{}", s.log());
+
+    let bad = s.dir.join("bad.toml");
+    std::fs::write(&bad, "[http]\nlisten = \"127.0.0.1:1\"\nlisen = 2\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .stdout(Stdio::null())
+        .output()
+        .expect("serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("bad.toml") && err.contains("lisen"), "{err}");
+}
