@@ -370,6 +370,26 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_sets_every_output_type() {
+        let c = ServiceConfig::parse(
+            include_str!("../defender-dsm.example.toml"),
+            "defender-dsm.example.toml",
+        )
+        .expect("the example parses");
+        let kinds: Vec<OutputKind> = c.outputs.iter().map(|o| o.kind).collect();
+        assert_eq!(
+            kinds,
+            [OutputKind::Syslog, OutputKind::Bulk, OutputKind::File]
+        );
+        let docker = ServiceConfig::parse(
+            include_str!("../docker/defender-dsm.toml"),
+            "docker/defender-dsm.toml",
+        )
+        .expect("the compose stack's config parses");
+        assert_eq!(docker.outputs.len(), 3);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let e = ServiceConfig::parse("[http]\nlisten = \"x\"\nport = 1\n", "a.toml")
             .expect_err("unknown key")
