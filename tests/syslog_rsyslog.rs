@@ -534,7 +534,9 @@ format = "leef"
         total
     });
     assert!(accepted >= 3000, "{accepted}");
-    run(Command::new("kill").arg("-TERM").arg(child.id().to_string()));
+    run(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string()));
     let status = child.wait().expect("serve exits");
     assert!(status.success());
     let file: Vec<String> = std::fs::read_to_string(dir.join("out.leef"))

@@ -447,6 +447,8 @@ struct Worker {
 
 /// Spooled events sent per attempt.
 const DRAIN_BATCH: usize = 1000;
+/// Batches taken under one sync, at most.
+const GROUP: usize = 64;
 
 impl Worker {
     async fn run(mut self, mut rx: mpsc::Receiver<(Batch, Ack)>) -> OutputReport {
@@ -471,12 +473,16 @@ impl Worker {
                 }
             };
             match job {
-                Some((batch, ack)) => {
-                    let r = self.accept(batch).await;
-                    self.stats
-                        .full
-                        .store(matches!(r, Err(Refused::Full(_))), Ordering::Relaxed);
-                    let _ = ack.send(r);
+                Some(first) => {
+                    // Group commit: what else waits goes in with it, under one sync.
+                    let mut jobs = vec![first];
+                    while jobs.len() < GROUP {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    self.accept_group(jobs).await;
                 }
                 None => self.drain_once().await,
             }
@@ -542,26 +548,54 @@ impl Worker {
         self.backlog() > 0 && self.retry_at.is_none_or(|t| Instant::now() >= t)
     }
 
-    /// Takes a batch: spooled and synced (with a spool), else sent.
-    async fn accept(&mut self, batch: Batch) -> Result<(), Refused> {
+    /// Takes waiting batches: spooled and then synced once (with a spool), else sent and
+    /// synced together; answers each.
+    async fn accept_group(&mut self, jobs: Vec<(Batch, Ack)>) {
+        let mut results = Vec::with_capacity(jobs.len());
+        for (batch, _) in &jobs {
+            results.push(self.admit(batch).await);
+        }
+        let synced = if let Some(spool) = self.spool.as_mut() {
+            spool.sync().map_err(|e| e.to_string())
+        } else {
+            let events: Vec<&[u8]> = jobs
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .flat_map(|((b, _), _)| b.events.iter().map(Vec::as_slice))
+                .collect();
+            let (done, err) = self
+                .sink
+                .deliver(&events, &mut self.dead, &mut self.report)
+                .await;
+            match err {
+                None if done == events.len() => Ok(()),
+                e => Err(e.unwrap_or_else(|| "not every event was sent".into())),
+            }
+        };
+        let synced = synced.and_then(|()| self.dead.sync().map_err(|e| e.to_string()));
+        for ((_, ack), r) in jobs.into_iter().zip(results) {
+            let r = match (&synced, r) {
+                (Err(e), Ok(())) => Err(Refused::Failed(e.clone())),
+                (_, r) => r,
+            };
+            self.stats
+                .full
+                .store(matches!(r, Err(Refused::Full(_))), Ordering::Relaxed);
+            let _ = ack.send(r);
+        }
+    }
+
+    /// Dead-letters a batch's refused events and, with a spool, appends its events (not yet
+    /// synced), applying the full-spool policy.
+    async fn admit(&mut self, batch: &Batch) -> Result<(), Refused> {
         self.report.trimmed += batch.trimmed;
         for (reason, meta) in &batch.refused {
             self.dead.add(reason, meta).map_err(|e| e.to_string())?;
             self.report.dead_lettered += 1;
         }
-        self.dead.sync().map_err(|e| e.to_string())?;
         if self.spool.is_none() {
-            let events: Vec<&[u8]> = batch.events.iter().map(Vec::as_slice).collect();
-            let (done, err) = self
-                .sink
-                .deliver(&events, &mut self.dead, &mut self.report)
-                .await;
-            return match err {
-                None if done == events.len() => Ok(()),
-                e => Err(Refused::Failed(
-                    e.unwrap_or_else(|| "not every event was sent".into()),
-                )),
-            };
+            return Ok(());
         }
         if self.full == FullPolicy::DropOldest {
             return self
@@ -578,7 +612,7 @@ impl Worker {
                 for ev in &batch.events {
                     spool.append(ev).map_err(|e| e.to_string())?;
                 }
-                return spool.sync().map_err(|e| Refused::Failed(e.to_string()));
+                return Ok(());
             }
             if can_drain {
                 self.drain_once().await;
@@ -617,7 +651,7 @@ impl Worker {
                 }
             }
         }
-        spool.sync().map_err(|e| e.to_string())
+        Ok(())
     }
 
     /// Sends one batch from the head of the spool and acknowledges what was done.
