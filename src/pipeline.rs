@@ -41,6 +41,8 @@ pub struct Route {
     exclude_categories: Vec<String>,
     include_actions: Vec<String>,
     exclude_actions: Vec<String>,
+    /// LEEF keys and ECS paths (a path drops everything below it) left out of every event.
+    drop_fields: Vec<String>,
 }
 
 impl Route {
@@ -52,7 +54,42 @@ impl Route {
             exclude_categories: o.exclude_categories.clone(),
             include_actions: o.include_actions.clone(),
             exclude_actions: o.exclude_actions.clone(),
+            drop_fields: o.drop_fields.clone(),
         }
+    }
+
+    /// The event without the fields this output drops (`None`: nothing to drop).
+    pub fn prune<'a>(&self, ev: &MappedEvent<'a>) -> Option<MappedEvent<'a>> {
+        if self.drop_fields.is_empty() {
+            return None;
+        }
+        let mut out = ev.clone();
+        out.leef
+            .retain(|(k, _)| !self.drop_fields.iter().any(|d| d == k));
+        let mut slots = Vec::new();
+        for d in &self.drop_fields {
+            let (s, dynamics) = ev.plan.slots_at(d);
+            slots.extend(s);
+            for place in dynamics {
+                if let Some(entries) = out.ecs_dynamic.get_mut(place) {
+                    entries.clear();
+                }
+            }
+            // A key known only per record, below a place the plan has (`m365_defender.x.y`).
+            if let Some((parent, key)) = d.rsplit_once('.') {
+                if let Some(entries) = ev
+                    .plan
+                    .dynamic_at(parent)
+                    .and_then(|place| out.ecs_dynamic.get_mut(place))
+                {
+                    entries.retain(|(k, _)| k != key);
+                }
+            }
+        }
+        if !slots.is_empty() {
+            out.ecs.retain(|slot| !slots.contains(&slot));
+        }
+        Some(out)
     }
 
     /// Family by name (`none` for records no family maps), category as LEEF `cat`, action as
@@ -180,6 +217,8 @@ impl Pipeline {
             taken.records += 1;
             for (o, b) in self.outputs.iter().zip(batches.iter_mut()) {
                 if o.route.admits(ev) {
+                    let pruned = o.route.prune(ev);
+                    let ev = pruned.as_ref().unwrap_or(ev);
                     b.add(&o.handle.encoding, ev, rec, &t.render, t.mappings.version());
                 }
             }

@@ -432,3 +432,51 @@ fn shutdown_drains_what_was_accepted_and_bad_configs_name_the_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("bad.toml") && err.contains("lisen"), "{err}");
 }
+
+#[test]
+fn routes_admit_by_family_and_drop_fields_per_output() {
+    let config = r#"
+[[outputs]]
+name = "process-leef"
+type = "file"
+path = "$DIR/process.leef"
+format = "leef"
+include_families = ["device-process-events"]
+drop_fields = ["ProcessCommandLine"]
+
+[[outputs]]
+name = "process-ecs"
+type = "file"
+path = "$DIR/process.ecs.ndjson"
+format = "ecs"
+include_categories = ["DeviceProcessEvents"]
+drop_fields = ["process.command_line", "process.args", "m365_defender"]
+
+[[outputs]]
+name = "the-rest"
+type = "file"
+path = "$DIR/rest.ecs.ndjson"
+format = "ecs"
+exclude_families = ["device-process-events"]
+"#;
+    let s = start("routes", "", config);
+    for f in [
+        "device-process-events/process-created.input.json",
+        "graph-alert/execution-alert-page.input.json",
+    ] {
+        assert_eq!(post(&s, "/v1/ingest", &[], &fixture(f)).status, 202);
+    }
+    let leef = s.file("process.leef");
+    assert_eq!(leef.lines().count(), 1);
+    assert!(!leef.contains("\tProcessCommandLine="), "{leef}");
+    assert!(leef.contains("\tInitiatingProcessCommandLine="), "{leef}");
+    assert!(leef.contains("\tusrName="), "{leef}");
+    let ecs: serde_json::Value =
+        serde_json::from_str(s.file("process.ecs.ndjson").trim()).expect("one document");
+    assert!(ecs["process"]["command_line"].is_null() && ecs["process"]["args"].is_null());
+    assert!(ecs["process"]["executable"].is_string(), "{ecs}");
+    assert!(ecs.get("m365_defender").is_none(), "{ecs}");
+    let rest = s.file("rest.ecs.ndjson");
+    assert_eq!(rest.lines().count(), 1);
+    assert!(rest.contains("\"kind\":\"alert\""), "{rest}");
+}

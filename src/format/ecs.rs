@@ -91,6 +91,15 @@ impl<'a> EcsValues<'a> {
         }
     }
 
+    /// Keeps only the slots `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        self.vals.retain(|(slot, _)| keep(*slot as usize));
+        self.index.fill(EMPTY);
+        for (i, (slot, _)) in self.vals.iter().enumerate() {
+            self.index[*slot as usize] = i as u32;
+        }
+    }
+
     /// Adds `v` (or its items) to the list in the slot, keeping the first of equal values.
     pub fn append(&mut self, slot: usize, v: &Val<'a>) {
         let Some(&i) = self.index.get(slot) else {
@@ -143,6 +152,42 @@ impl EcsPlan {
 
     pub fn dynamic_count(&self) -> usize {
         self.dynamics
+    }
+
+    /// The slots at `path` (dotted): the leaf's, or every leaf's below an object, with the
+    /// dynamic places below it. Empty when the plan has nothing there.
+    pub fn slots_at(&self, path: &str) -> (Vec<usize>, Vec<usize>) {
+        let mut node = 0;
+        for part in path.split('.') {
+            match self.child(node, part) {
+                Some(c) => node = c,
+                None => return (Vec::new(), Vec::new()),
+            }
+        }
+        let (mut slots, mut dynamics) = (Vec::new(), Vec::new());
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            match &self.nodes[n].kind {
+                NodeKind::Leaf(slot) => slots.push(*slot),
+                NodeKind::Object { children, dynamic } => {
+                    stack.extend(children);
+                    dynamics.extend(dynamic);
+                }
+            }
+        }
+        (slots, dynamics)
+    }
+
+    /// The dynamic place of the object at `path` itself, if it has one.
+    pub fn dynamic_at(&self, path: &str) -> Option<usize> {
+        let mut node = 0;
+        for part in path.split('.') {
+            node = self.child(node, part)?;
+        }
+        match &self.nodes[node].kind {
+            NodeKind::Object { dynamic, .. } => *dynamic,
+            NodeKind::Leaf(_) => None,
+        }
     }
 
     /// The slot for a leaf at `path` (dotted), created on first use.

@@ -59,7 +59,7 @@ impl Outcome {
 }
 
 /// One record, mapped: what the LEEF and ECS formatters render.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MappedEvent<'a> {
     pub outcome: Outcome,
     /// Deterministic id of the record (see [`family::record_id`]).
