@@ -62,6 +62,9 @@ pub struct HttpConfig {
     pub bearer_token_env: Option<String>,
     /// ... or from this file (first line). Neither: no token is required.
     pub bearer_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain and key (PEM); both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +74,8 @@ impl Default for HttpConfig {
             max_body_bytes: 16 << 20,
             bearer_token_env: None,
             bearer_token_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -239,6 +244,9 @@ impl ServiceConfig {
     fn check(&self) -> Result<(), String> {
         if self.http.bearer_token_env.is_some() && self.http.bearer_token_file.is_some() {
             return Err("http: give bearer_token_env or bearer_token_file, not both".into());
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err("http: tls_cert and tls_key go together".into());
         }
         if self.outputs.is_empty() {
             return Err("outputs: at least one output is needed".into());

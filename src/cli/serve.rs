@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::replay::{compare_all, find_cases};
 use crate::config::{secret, LogFormat, ServiceConfig};
 use crate::inputs::http::{router, HttpState};
+use crate::inputs::tls::TlsListener;
 use crate::mapping::{MapOptions, MappingSet};
 use crate::pipeline::{start_outputs, Pipeline};
 use crate::translate::Translator;
@@ -88,6 +89,12 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
         "http.bearer_token",
     )
     .map_err(anyhow::Error::msg)?;
+    let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::inputs::tls::acceptor(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let translator = load_translator(&cfg)?;
     let outputs = start_outputs(&cfg)?;
     let pipeline = Arc::new(Pipeline::new(translator, outputs));
@@ -107,10 +114,19 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
         "defender-dsm serving"
     );
     let reloader = tokio::spawn(reload_loop(pipeline.clone(), cfg.clone()));
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("http server")?;
+    match tls {
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor).context("http TLS listener")?;
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("https server")?;
+        }
+        None => axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("http server")?,
+    }
     reloader.abort();
     let _ = reloader.await;
     tracing::info!(

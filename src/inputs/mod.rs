@@ -2,3 +2,4 @@
 //! acknowledge their source only once it answered.
 
 pub mod http;
+pub mod tls;
