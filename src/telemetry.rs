@@ -23,6 +23,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Events handed to an output, by output and result (delivered, duplicate, dead_lettered, dropped).",
     ),
+    (
+        "dsm_output_bytes_total",
+        "counter",
+        "Bytes of events delivered by an output (before framing or compression).",
+    ),
     ("dsm_output_spool_events", "gauge", "Events waiting in an output's spool."),
     ("dsm_output_spool_bytes", "gauge", "Bytes of events waiting in an output's spool."),
     (
@@ -99,6 +104,7 @@ impl Telemetry {
             }
             let since = load(&s.backlog_since);
             for (metric, v) in [
+                ("dsm_output_bytes_total", load(&s.bytes)),
                 ("dsm_output_spool_events", load(&s.pending)),
                 ("dsm_output_spool_bytes", load(&s.spool_bytes)),
                 (

@@ -217,6 +217,13 @@ fn ingest_answers_202_once_written_and_400_415_for_bad_bodies_taking_nothing_of_
         "{m}"
     );
     assert!(m.contains("dsm_mapping_info{version=\"0.1.0+"), "{m}");
+    let leef_bytes = s.file("out/events.leef").len() as u64 - 2; // less the two line feeds
+    assert!(
+        m.contains(&format!(
+            "dsm_output_bytes_total{{output=\"leef\"}} {leef_bytes}"
+        )),
+        "{m}"
+    );
     assert_eq!(get(&s, "/healthz").status, 200);
     assert_eq!(get(&s, "/readyz").status, 200);
     assert_eq!(s.stop(), 0, "{}", s.log());

@@ -126,6 +126,8 @@ impl Batch {
 pub struct OutputReport {
     pub name: String,
     pub delivered: u64,
+    /// Bytes of the events delivered (before framing or compression).
+    pub bytes: u64,
     pub duplicates: u64,
     pub dead_lettered: u64,
     pub dropped: u64,
@@ -168,6 +170,7 @@ impl OutputReport {
 #[derive(Debug, Default)]
 pub struct OutputStats {
     pub delivered: AtomicU64,
+    pub bytes: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub dropped: AtomicU64,
@@ -371,6 +374,7 @@ impl Sink {
                 match sent {
                     Ok(()) => {
                         report.delivered += events.len() as u64;
+                        report.bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
                         (events.len(), None)
                     }
                     Err(e) => {
@@ -388,7 +392,10 @@ impl Sink {
                 let result = out.send(events, &mut done).await;
                 for (entry, r) in events.iter().zip(&done) {
                     match r {
-                        ItemResult::Delivered => report.delivered += 1,
+                        ItemResult::Delivered => {
+                            report.delivered += 1;
+                            report.bytes += super::bulk::wire_part(entry).len() as u64;
+                        }
                         ItemResult::Duplicate => {
                             report.delivered += 1;
                             report.duplicates += 1;
@@ -415,6 +422,7 @@ impl Sink {
                 match written {
                     Ok(()) => {
                         report.delivered += events.len() as u64;
+                        report.bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
                         (events.len(), None)
                     }
                     Err(e) => (0, Some(e.to_string())),
@@ -522,6 +530,7 @@ impl Worker {
         if r.delivered > before {
             s.last_success.store(unix_now(), Ordering::Relaxed);
         }
+        s.bytes.store(r.bytes, Ordering::Relaxed);
         s.duplicates.store(r.duplicates, Ordering::Relaxed);
         s.dead_lettered.store(r.dead_lettered, Ordering::Relaxed);
         s.down.store(r.down.is_some(), Ordering::Relaxed);
