@@ -3,12 +3,14 @@
 //! an outage under a steady stream, and a crash while draining.
 
 mod bulk_standin;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bulk_standin::{accept_all, records, Reply, StandIn};
+use bulk_standin::{accept_all, Reply, StandIn};
+use common::records;
 
 const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
 

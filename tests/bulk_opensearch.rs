@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
 
 struct Osmem {
@@ -61,24 +63,14 @@ fn start_osmem() -> Osmem {
 }
 
 fn http(method: &str, url: &str, body: Option<serde_json::Value>) -> serde_json::Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        // reqwest is built without a TLS provider of its own (the crate installs ring).
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
-        let mut req = client.request(method.parse().expect("method"), url);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await.expect("request");
-        let text = resp.text().await.expect("body");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
-    })
+    let headers: &[(&str, &str)] = if body.is_some() {
+        &[("content-type", "application/json")]
+    } else {
+        &[]
+    };
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let reply = common::request(method, url, headers, body, None).expect("request");
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{url}: {e}: {}", reply.body))
 }
 
 fn fixture_inputs() -> Vec<PathBuf> {

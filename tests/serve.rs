@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{make_certs, Reply};
+
 const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
 
 fn root() -> &'static Path {
@@ -97,30 +101,8 @@ impl Server {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
 fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let mut req = reqwest::Client::new().request(method.parse().expect("method"), url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.body(body).send().await.expect("request");
-        Reply {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.expect("body"),
-        }
-    })
+    common::request(method, url, headers, body, None).expect("request")
 }
 
 fn post(s: &Server, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
@@ -488,68 +470,6 @@ exclude_families = ["device-process-events"]
     assert!(rest.contains("\"kind\":\"alert\""), "{rest}");
 }
 
-/// A CA and a server certificate for 127.0.0.1 it signs (openssl, as `.ci/run` installs it).
-fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(ok.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=dsm test CA",
-        "-keyout",
-        "ca-key.pem",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .expect("ext");
-    run(&[
-        "x509",
-        "-req",
-        "-days",
-        "2",
-        "-CAcreateserial",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca-key.pem",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ]);
-}
-
 #[test]
 fn ingest_over_https_with_the_configured_certificate() {
     let certs = std::env::temp_dir().join(format!("dsm-serve-certs-{}", std::process::id()));
@@ -562,28 +482,12 @@ fn ingest_over_https_with_the_configured_certificate() {
     );
     let s = start("tls", &http, FILES);
     let ca = std::fs::read(certs.join("ca.pem")).expect("ca");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (status, plain) = rt.block_on(async {
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
-            .build()
-            .expect("client");
-        let resp = client
-            .post(format!("https://127.0.0.1:{}/v1/ingest", s.port))
-            .body(fixture("device-process-events/process-created.input.json"))
-            .send()
-            .await
-            .expect("https post");
-        let plain = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/healthz", s.port))
-            .send()
-            .await;
-        (resp.status().as_u16(), plain.is_ok())
-    });
+    let body = fixture("device-process-events/process-created.input.json");
+    let url = format!("https://127.0.0.1:{}/v1/ingest", s.port);
+    let status = common::request("POST", &url, &[], body, Some(&ca))
+        .expect("https post")
+        .status;
+    let plain = common::request("GET", &s.url("/healthz"), &[], Vec::new(), None).is_ok();
     assert_eq!(status, 202, "{}", s.log());
     assert!(!plain, "plain HTTP is not answered on the TLS port");
     assert_eq!(s.file("out/events.leef").lines().count(), 1);

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
 
 struct Rsyslog {
@@ -58,53 +60,7 @@ fn start_rsyslog_on(tcp: Option<u16>) -> Rsyslog {
     ));
     std::fs::create_dir_all(dir.join("spool")).expect("work dir");
     // A CA and a server certificate it signs, as a QRadar collector's TLS syslog would have.
-    let f = |name: &str| dir.join(name);
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=dsm test CA",
-        ])
-        .arg("-keyout")
-        .arg(f("ca-key.pem"))
-        .arg("-out")
-        .arg(f("ca.pem")));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(f("key.pem"))
-        .arg("-out")
-        .arg(f("server.csr")));
-    std::fs::write(
-        f("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("ext");
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in")
-        .arg(f("server.csr"))
-        .arg("-CA")
-        .arg(f("ca.pem"))
-        .arg("-CAkey")
-        .arg(f("ca-key.pem"))
-        .arg("-extfile")
-        .arg(f("ext.cnf"))
-        .arg("-out")
-        .arg(f("cert.pem")));
+    common::make_certs(&dir);
     let (udp, tcp, tls) = (free_port(), tcp.unwrap_or_else(free_port), free_port());
     let d = dir.display();
     let conf = format!(
@@ -384,17 +340,7 @@ fn a_receiver_outage_under_a_steady_stream_loses_nothing() {
     for p in &pipes {
         run(Command::new("mkfifo").arg(p));
     }
-    let payload = |i: usize| {
-        let recs: Vec<String> = (0..10)
-            .map(|k| {
-                let n = i * 10 + k;
-                format!(
-                    r#"{{"category":"AdvancedHunting-DeviceProcessEvents","tenantId":"t","properties":{{"Timestamp":"2026-10-14T08:31:02Z","ReportId":{n},"DeviceId":"d{n}","ActionType":"ProcessCreated","DeviceName":"ws-{n}.example","AccountName":"bob","ProcessCommandLine":"cmd.exe /c echo {n}"}}}}"#
-                )
-            })
-            .collect();
-        format!(r#"{{"records":[{}]}}"#, recs.join(","))
-    };
+    let payload = |i: usize| common::records(i as u64 * 10, 10);
     let all_inputs: Vec<PathBuf> = (0..30)
         .map(|i| {
             let p = tmp.join(format!("all-{i:02}.json"));
@@ -501,38 +447,16 @@ format = "leef"
         }
     }
     for batch in 0..30 {
-        let recs: Vec<String> = (0..100)
-            .map(|k| {
-                let n = batch * 100 + k;
-                format!(
-                    r#"{{"category":"AdvancedHunting-DeviceProcessEvents","tenantId":"t","properties":{{"Timestamp":"2026-10-14T08:31:02Z","ReportId":{n},"DeviceId":"d{n}","ActionType":"ProcessCreated","DeviceName":"ws-{n}.example","AccountName":"bob","ProcessCommandLine":"cmd.exe /c echo {n}"}}}}"#
-                )
-            })
-            .collect();
-        bodies.push(format!(r#"{{"records":[{}]}}"#, recs.join(",")).into_bytes());
+        bodies.push(common::records(batch * 100, 100).into_bytes());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let accepted: u64 = rt.block_on(async {
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
-        let mut total = 0;
-        for body in bodies {
-            let resp = client
-                .post(format!("http://127.0.0.1:{port}/v1/ingest"))
-                .body(body)
-                .send()
-                .await
-                .expect("post");
-            assert_eq!(resp.status().as_u16(), 202);
-            let v: serde_json::Value =
-                serde_json::from_str(&resp.text().await.expect("body")).expect("json");
-            total += v["accepted"].as_u64().unwrap_or(0);
-        }
-        total
-    });
+    let url = format!("http://127.0.0.1:{port}/v1/ingest");
+    let mut accepted = 0;
+    for body in bodies {
+        let reply = common::request("POST", &url, &[], body, None).expect("post");
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let v: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+        accepted += v["accepted"].as_u64().unwrap_or(0);
+    }
     assert!(accepted >= 3000, "{accepted}");
     run(Command::new("kill")
         .arg("-TERM")

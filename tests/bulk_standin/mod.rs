@@ -232,18 +232,6 @@ async fn bulk(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     (StatusCode::OK, body.to_string()).into_response()
 }
 
-/// `n` DeviceProcessEvents records with ReportIds `from..from + n`, as one Event Hubs message.
-pub fn records(from: u64, n: u64) -> String {
-    let recs: Vec<String> = (from..from + n)
-        .map(|i| {
-            format!(
-                r#"{{"time":"2026-10-14T08:31:02Z","tenantId":"t","operationName":"Publish","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-10-14T08:31:02Z","ReportId":{i},"DeviceId":"d{i}","DeviceName":"ws-{i}.example","ActionType":"ProcessCreated","AccountName":"bob","ProcessCommandLine":"cmd.exe /c echo {i}"}}}}"#
-            )
-        })
-        .collect();
-    format!(r#"{{"records":[{}]}}"#, recs.join(","))
-}
-
 pub fn unused_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
