@@ -26,6 +26,101 @@ pub struct ServiceConfig {
     pub mappings: MappingsConfig,
     pub logging: LoggingConfig,
     pub outputs: Vec<OutputConfig>,
+    /// Tenants whose Microsoft APIs are polled.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// One tenant polled through its Entra app registration (client credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// A short name: cursors, metrics and logs use it.
+    pub name: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Sign-in authority (`https://login.microsoftonline.us` for US Government clouds).
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// Defender for Endpoint API base (regional: `https://eu.api.security.microsoft.com` ...).
+    #[serde(default = "default_mde_url")]
+    pub mde_url: String,
+    /// Legacy SIEM API host (regional alert exporter).
+    #[serde(default = "default_siem_url")]
+    pub siem_url: String,
+    /// Which feeds to poll: graph-alerts, graph-incidents, mde-alerts, mde-vulnerabilities,
+    /// siem-alerts.
+    #[serde(default = "default_feeds")]
+    pub feeds: Vec<String>,
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    #[serde(default = "default_overlap")]
+    pub overlap_seconds: u64,
+    #[serde(default = "default_lookback")]
+    pub lookback_hours: u64,
+    #[serde(default = "default_full_sync")]
+    pub full_sync_hours: u64,
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+    #[serde(default = "default_stale")]
+    pub stale_after_seconds: u64,
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_alerts_top")]
+    pub graph_alerts_top: u32,
+    #[serde(default = "default_incidents_top")]
+    pub incidents_top: u32,
+    #[serde(default = "default_mde_top")]
+    pub mde_top: u32,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".into()
+}
+fn default_mde_url() -> String {
+    "https://api.security.microsoft.com".into()
+}
+fn default_siem_url() -> String {
+    "https://wdatp-alertexporter-eu.windows.com".into()
+}
+fn default_feeds() -> Vec<String> {
+    vec!["graph-alerts".into(), "graph-incidents".into()]
+}
+fn default_interval() -> u64 {
+    60
+}
+fn default_overlap() -> u64 {
+    300
+}
+fn default_lookback() -> u64 {
+    24
+}
+fn default_full_sync() -> u64 {
+    24
+}
+fn default_rpm() -> u32 {
+    150
+}
+fn default_stale() -> u64 {
+    3600
+}
+fn default_attempts() -> u32 {
+    8
+}
+fn default_alerts_top() -> u32 {
+    2000
+}
+fn default_incidents_top() -> u32 {
+    50
+}
+fn default_mde_top() -> u32 {
+    10_000
 }
 
 impl Default for ServiceConfig {
@@ -47,6 +142,7 @@ impl Default for ServiceConfig {
                 file("leef-file", "./data/out/events.leef", FileFormat::Leef),
                 file("ecs-file", "./data/out/events.ecs.ndjson", FileFormat::Ecs),
             ],
+            tenants: Vec::new(),
         }
     }
 }
@@ -270,6 +366,48 @@ impl ServiceConfig {
             }
             names.push(o.name.clone());
             o.check(&format!("{at} ({})", o.name))?;
+        }
+        let mut tenants = Vec::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let at = format!("tenants[{i}]");
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{at}.name: `{}` is not a name (letters, digits, `-`, `_`)",
+                    t.name
+                ));
+            }
+            if tenants.contains(&t.name) {
+                return Err(format!("{at}.name: `{}` is used twice", t.name));
+            }
+            tenants.push(t.name.clone());
+            if t.client_secret_env.is_some() == t.client_secret_file.is_some() {
+                return Err(format!(
+                    "{at} ({}): give client_secret_env or client_secret_file",
+                    t.name
+                ));
+            }
+            for f in &t.feeds {
+                if !crate::inputs::poller::FeedKind::ALL
+                    .iter()
+                    .any(|k| k.as_str() == f)
+                {
+                    return Err(format!(
+                        "{at} ({}).feeds: `{f}` is not a feed (graph-alerts, graph-incidents, mde-alerts, mde-vulnerabilities, siem-alerts)",
+                        t.name
+                    ));
+                }
+            }
+            if t.interval_seconds == 0 || t.requests_per_minute == 0 || t.attempts == 0 {
+                return Err(format!(
+                    "{at} ({}): interval_seconds, requests_per_minute and attempts must be above 0",
+                    t.name
+                ));
+            }
         }
         Ok(())
     }

@@ -47,6 +47,21 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Mapping reloads, by result (applied, rejected).",
     ),
     ("dsm_mapping_info", "gauge", "The mapping set in use, by version."),
+    (
+        "dsm_poller_items_total",
+        "counter",
+        "Items a poller handed to the outputs, by tenant and feed.",
+    ),
+    (
+        "dsm_poller_errors_total",
+        "counter",
+        "Failed polls, by tenant, feed and kind (auth, api, outputs, cursor).",
+    ),
+    (
+        "dsm_poller_stale",
+        "gauge",
+        "1 when a feed's cursor has not advanced for longer than its stale_after.",
+    ),
 ];
 
 type Labels = Vec<(&'static str, String)>;
@@ -66,6 +81,18 @@ impl Telemetry {
         );
         if let Ok(mut c) = self.counters.lock() {
             *c.entry(key).or_default() += n;
+        }
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, metric: &'static str, labels: &[(&'static str, &str)], v: u64) {
+        debug_assert!(METRICS.iter().any(|(m, _, _)| *m == metric));
+        let key = (
+            metric,
+            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        );
+        if let Ok(mut c) = self.counters.lock() {
+            c.insert(key, v);
         }
     }
 

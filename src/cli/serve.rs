@@ -13,7 +13,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::replay::{compare_all, find_cases};
 use crate::config::{secret, LogFormat, ServiceConfig};
+use crate::inputs::api::{ApiClient, Budget};
+use crate::inputs::auth::TokenProvider;
 use crate::inputs::http::{router, HttpState};
+use crate::inputs::poller::{FeedKind, Poller, TenantSettings};
 use crate::inputs::tls::TlsListener;
 use crate::mapping::{MapOptions, MappingSet};
 use crate::pipeline::{start_outputs, Pipeline};
@@ -114,6 +117,8 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
         "defender-dsm serving"
     );
     let reloader = tokio::spawn(reload_loop(pipeline.clone(), cfg.clone()));
+    let (stop_pollers, stop) = tokio::sync::watch::channel(false);
+    let pollers = start_pollers(&cfg, &pipeline, &stop)?;
     match tls {
         Some(acceptor) => {
             let listener = TlsListener::new(listener, acceptor).context("http TLS listener")?;
@@ -129,6 +134,15 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     }
     reloader.abort();
     let _ = reloader.await;
+    // Pollers finish the page they are on (its cursor saved) within the grace period.
+    let _ = stop_pollers.send(true);
+    let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
+    for p in pollers {
+        let abort = p.abort_handle();
+        if tokio::time::timeout(grace, p).await.is_err() {
+            abort.abort();
+        }
+    }
     tracing::info!(
         grace_seconds = cfg.shutdown_grace_seconds,
         "stopped accepting; draining outputs"
@@ -137,7 +151,6 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
         tracing::error!("requests still hold the pipeline; exiting without draining");
         return Ok(ExitCode::from(1));
     };
-    let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
     match tokio::time::timeout(grace, pipeline.close()).await {
         Ok(reports) => {
             for r in reports {
@@ -150,6 +163,72 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One task per tenant and feed.
+fn start_pollers(
+    cfg: &ServiceConfig,
+    pipeline: &Arc<Pipeline>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for t in &cfg.tenants {
+        let secret = secret(
+            t.client_secret_env.as_deref(),
+            t.client_secret_file.as_deref(),
+            &format!("tenants ({}).client_secret", t.name),
+        )
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or_default();
+        crate::output::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(15))
+            .build()
+            .context("HTTP client")?;
+        let tokens = Arc::new(TokenProvider::new(
+            http.clone(),
+            &t.authority,
+            &t.tenant_id,
+            &t.client_id,
+            secret,
+        ));
+        let api = Arc::new(ApiClient {
+            http,
+            tokens,
+            budget: Arc::new(Budget::per_minute(t.requests_per_minute)),
+            attempts: t.attempts,
+        });
+        let settings = TenantSettings {
+            name: t.name.clone(),
+            graph_url: t.graph_url.trim_end_matches('/').to_string(),
+            mde_url: t.mde_url.trim_end_matches('/').to_string(),
+            siem_url: t.siem_url.trim_end_matches('/').to_string(),
+            interval: Duration::from_secs(t.interval_seconds),
+            overlap: Duration::from_secs(t.overlap_seconds),
+            lookback: Duration::from_secs(t.lookback_hours * 3600),
+            full_sync_interval: Duration::from_secs(t.full_sync_hours * 3600),
+            graph_alerts_top: t.graph_alerts_top,
+            incidents_top: t.incidents_top,
+            mde_top: t.mde_top,
+            stale_after: Duration::from_secs(t.stale_after_seconds),
+        };
+        for feed in FeedKind::ALL
+            .into_iter()
+            .filter(|k| t.feeds.iter().any(|f| f == k.as_str()))
+        {
+            let poller = Poller {
+                tenant: settings.clone(),
+                feed,
+                api: api.clone(),
+                pipeline: pipeline.clone(),
+                cursors: cfg.data_dir.join("cursors"),
+            };
+            tracing::info!(tenant = %t.name, feed = feed.as_str(), "polling");
+            tasks.push(tokio::spawn(poller.run(stop.clone())));
+        }
+    }
+    Ok(tasks)
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,9 @@
-//! Where payloads come from. Inputs hand payloads to the [`crate::pipeline::Pipeline`] and
+//! Where payloads come from: the HTTP ingest endpoint, and pollers of the Microsoft APIs. Inputs hand payloads to the [`crate::pipeline::Pipeline`] and
 //! acknowledge their source only once it answered.
 
+pub mod api;
+pub mod auth;
+pub mod checkpoint;
 pub mod http;
+pub mod poller;
 pub mod tls;

@@ -1,0 +1,343 @@
+//! `serve` polling one tenant through every feed against the Microsoft API stand-in
+//! (tests/msapi_standin): every seeded Graph alert and incident, Defender for Endpoint alert,
+//! SIEM detection and vulnerability row reaches the output exactly once, across throttling, a
+//! burst of server errors, a token expiry and a restart of the service while paging.
+
+mod msapi_standin;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime};
+
+use defender_dsm::mapping::time::Timestamp;
+use msapi_standin::{Data, Faults, MsApi};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
+
+fn fixture(path: &str) -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(path);
+    serde_json::from_str(&std::fs::read_to_string(p).expect("fixture")).expect("json")
+}
+
+/// An ISO time `secs` seconds before now.
+fn ago(secs: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock");
+    Timestamp::from_unix_nanos((now.as_nanos() as i64) - (secs as i64) * 1_000_000_000).iso_millis()
+}
+
+fn seed(alerts: usize, incidents: usize, mde: usize, siem: usize) -> Data {
+    let alert = fixture("graph-alert/execution-alert-page.input.json")["value"][0].clone();
+    let incident = fixture("graph-incident/expanded-alerts-page.input.json")["value"][0].clone();
+    let mde_alert = fixture("mde-alert/process-and-user-evidence.input.json")["value"][0].clone();
+    let detection = fixture("siem-alert/edr-and-av-key-drift.input.json")[0].clone();
+    let bundle = fixture("vulnerability/joined-bundle.input.json");
+    let mut d = Data::default();
+    for i in 0..alerts {
+        let mut a = alert.clone();
+        a["id"] = Value::String(format!("da-{i:04}"));
+        a["lastUpdateDateTime"] = Value::String(ago(7200 - i as u64));
+        d.graph_alerts.push(a);
+    }
+    for i in 0..incidents {
+        let mut inc = incident.clone();
+        inc["id"] = Value::String(format!("{}", 5000 + i));
+        inc["lastUpdateDateTime"] = Value::String(ago(7000 - i as u64));
+        let mut one = inc["alerts"][0].clone();
+        one["id"] = Value::String(format!("inc-alert-{i}"));
+        inc["alerts"] = Value::Array(vec![one]);
+        d.incidents.push(inc);
+    }
+    for i in 0..mde {
+        let mut a = mde_alert.clone();
+        a["id"] = Value::String(format!("mde-{i:03}"));
+        a["lastUpdateTime"] = Value::String(ago(6000 - i as u64));
+        let first = a["evidence"][0].clone();
+        a["evidence"] = Value::Array(vec![first]);
+        d.mde_alerts.push(a);
+    }
+    for i in 0..siem {
+        let mut det = detection.clone();
+        det["FullId"] = Value::String(format!("siem-{i}:x"));
+        det["LastProcessedTimeUtc"] = Value::String(ago(5000 - i as u64));
+        d.siem.push(det);
+    }
+    d.vulnerabilities = bundle["vulnerabilities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    d.machines = bundle["machines"].as_array().cloned().unwrap_or_default();
+    d.machine_vulnerabilities = bundle["machinesVulnerabilities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    d
+}
+
+struct Service {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Service {
+    fn new(name: &str, api: &MsApi, feeds: &str) -> Service {
+        let dir = std::env::temp_dir().join(format!("dsm-poll-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("secret"), "s3cret\n").expect("secret");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let config = format!(
+            r#"data_dir = "{d}/data"
+shutdown_grace_seconds = 20
+[http]
+listen = "127.0.0.1:{port}"
+[[outputs]]
+name = "leef"
+type = "file"
+path = "{d}/events.leef"
+format = "leef"
+[[tenants]]
+name = "contoso"
+tenant_id = "3f1e7a52-9c0d-4b8e-a1f3-5d2c7e9b4a10"
+client_id = "app"
+client_secret_file = "{d}/secret"
+authority = "{u}"
+graph_url = "{u}"
+mde_url = "{u}"
+siem_url = "{u}"
+feeds = [{feeds}]
+interval_seconds = 1
+requests_per_minute = 6000
+graph_alerts_top = 25
+incidents_top = 10
+mde_top = 8
+attempts = 6
+"#,
+            d = dir.display(),
+            u = api.url
+        );
+        std::fs::write(dir.join("config.toml"), config).expect("config");
+        Service { dir, child: None }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .expect("log");
+        self.child = Some(
+            Command::new(BIN)
+                .args(["serve", "--config"])
+                .arg(self.dir.join("config.toml"))
+                .stderr(log)
+                .spawn()
+                .expect("serve"),
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let status = c.wait().expect("exit");
+            assert!(status.success(), "{}", self.log());
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("events.leef"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Events by LEEF `cat`, and whether every dsmId is distinct.
+    fn by_category(&self) -> (BTreeMap<String, usize>, bool) {
+        let lines = self.lines();
+        let mut cats = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        for l in &lines {
+            let cat = l
+                .split("cat=")
+                .nth(1)
+                .and_then(|r| r.split('\t').next())
+                .unwrap_or("?")
+                .to_string();
+            *cats.entry(cat).or_default() += 1;
+            ids.insert(l.rsplit("dsmId=").next().unwrap_or_default().to_string());
+        }
+        (cats, ids.len() == lines.len())
+    }
+
+    fn wait_for(&self, done: impl Fn(&BTreeMap<String, usize>) -> bool, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(&self.by_category().0) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {:?}\n{}",
+                self.by_category().0,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+const ALL_FEEDS: &str =
+    r#""graph-alerts", "graph-incidents", "mde-alerts", "mde-vulnerabilities", "siem-alerts""#;
+
+#[test]
+fn every_seeded_item_arrives_once_across_faults_and_a_restart_while_paging() {
+    let faults = Faults {
+        throttle: [2, 9, 20].into(),
+        server_error: [5, 6, 7].into(),
+        revoke: [12].into(),
+        expand_fails: false,
+    };
+    let api = MsApi::start(
+        seed(120, 30, 20, 10),
+        faults,
+        "s3cret",
+        Duration::from_secs(4),
+    );
+    // Slow pages, so that the restart comes while the alerts are still being paged.
+    *api.shared.delay_ms.lock().expect("delay") = 60;
+    let mut svc = Service::new("all", &api, ALL_FEEDS);
+    svc.start();
+    svc.wait_for(|c| c.get("GraphAlert").copied().unwrap_or(0) >= 25, 60);
+    svc.stop();
+    let (at_restart, _) = svc.by_category();
+    assert!(
+        at_restart.get("GraphAlert").copied().unwrap_or(0) < 120,
+        "{at_restart:?}"
+    );
+    *api.shared.delay_ms.lock().expect("delay") = 0;
+    svc.start();
+    let want: BTreeMap<String, usize> = [
+        ("GraphAlert", 120),
+        ("incident", 30),
+        ("DefenderForEndpointAlert", 20),
+        ("SiemApiAlert", 10),
+        ("Vulnerability", 4),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    svc.wait_for(|c| *c == want, 60);
+    // A few more sweeps over the overlap window bring nothing again.
+    std::thread::sleep(Duration::from_secs(3));
+    svc.stop();
+    let (cats, distinct) = svc.by_category();
+    assert_eq!(cats, want, "{}", svc.log());
+    assert!(distinct, "every event once");
+    let requests = api.shared.requests.lock().expect("requests").clone();
+    assert!(
+        requests.len() > 21,
+        "the scripted faults were reached: {}",
+        requests.len()
+    );
+    assert!(
+        *api.shared.token_requests.lock().expect("tokens") >= 3,
+        "tokens were renewed"
+    );
+    assert!(
+        std::fs::read_dir(svc.dir.join("data/cursors"))
+            .expect("cursors")
+            .count()
+            >= 5
+    );
+}
+
+#[test]
+fn incidents_fall_back_without_expand_and_alert_updates_come_again_marked() {
+    let faults = Faults {
+        expand_fails: true,
+        ..Faults::default()
+    };
+    let api = MsApi::start(
+        seed(3, 2, 0, 0),
+        faults,
+        "s3cret",
+        Duration::from_secs(3600),
+    );
+    let mut svc = Service::new("update", &api, r#""graph-alerts", "graph-incidents""#);
+    svc.start();
+    svc.wait_for(
+        |c| c.get("GraphAlert") == Some(&3) && c.get("incident") == Some(&2),
+        60,
+    );
+    // An analyst resolves alert 1: it changes, and comes again as an update.
+    {
+        let mut d = api.shared.data.lock().expect("data");
+        d.graph_alerts[1]["status"] = Value::String("resolved".into());
+        d.graph_alerts[1]["lastUpdateDateTime"] = Value::String(ago(1));
+    }
+    svc.wait_for(|c| c.get("GraphAlert") == Some(&4), 30);
+    std::thread::sleep(Duration::from_secs(2));
+    svc.stop();
+    let lines = svc.lines();
+    let updates: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\tAlertUpdated=true"))
+        .collect();
+    assert_eq!(updates.len(), 1, "{lines:#?}");
+    assert!(updates[0].contains("da-0001"), "{}", updates[0]);
+    assert_eq!(svc.by_category().0.get("GraphAlert"), Some(&4));
+    let requests = api.shared.requests.lock().expect("requests").clone();
+    assert!(
+        requests.iter().any(|r| r == "incidents expand=false"),
+        "{requests:?}"
+    );
+    assert!(svc.log().contains("without $expand"), "{}", svc.log());
+}
+
+#[test]
+fn a_wrong_secret_is_reported_and_nothing_is_lost() {
+    let api = MsApi::start(
+        seed(2, 0, 0, 0),
+        Faults::default(),
+        "other",
+        Duration::from_secs(60),
+    );
+    let mut svc = Service::new("secret", &api, r#""graph-alerts""#);
+    svc.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !svc.log().contains("invalid_client") {
+        assert!(Instant::now() < deadline, "{}", svc.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    svc.stop();
+    assert!(
+        svc.log()
+            .contains("check the tenant id, client id and secret"),
+        "{}",
+        svc.log()
+    );
+    assert!(svc.lines().is_empty());
+}
