@@ -527,6 +527,7 @@ mod tests {
             kinds,
             [OutputKind::Syslog, OutputKind::Bulk, OutputKind::File]
         );
+        assert_eq!(c.tenants.len(), 1);
         let docker = ServiceConfig::parse(
             include_str!("../docker/defender-dsm.toml"),
             "docker/defender-dsm.toml",

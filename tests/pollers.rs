@@ -218,7 +218,7 @@ fn every_seeded_item_arrives_once_across_faults_and_a_restart_while_paging() {
         throttle: [2, 9, 20].into(),
         server_error: [5, 6, 7].into(),
         revoke: [12].into(),
-        expand_fails: false,
+        ..Faults::default()
     };
     let api = MsApi::start(
         seed(120, 30, 20, 10),
@@ -315,6 +315,26 @@ fn incidents_fall_back_without_expand_and_alert_updates_come_again_marked() {
         "{requests:?}"
     );
     assert!(svc.log().contains("without $expand"), "{}", svc.log());
+}
+
+#[test]
+fn a_missing_permission_is_named_and_other_feeds_go_on() {
+    let faults = Faults {
+        forbidden: ["incidents expand=true".to_string()].into(),
+        ..Faults::default()
+    };
+    let api = MsApi::start(seed(2, 1, 0, 0), faults, "s3cret", Duration::from_secs(60));
+    let mut svc = Service::new("forbidden", &api, r#""graph-alerts", "graph-incidents""#);
+    svc.start();
+    svc.wait_for(|c| c.get("GraphAlert") == Some(&2), 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !svc.log().contains("SecurityIncident.Read.All") {
+        assert!(Instant::now() < deadline, "{}", svc.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    svc.stop();
+    assert!(svc.log().contains("403 Forbidden"), "{}", svc.log());
+    assert_eq!(svc.by_category().0.get("incident"), None);
 }
 
 #[test]

@@ -40,6 +40,8 @@ pub struct Faults {
     pub revoke: BTreeSet<usize>,
     /// Incidents with `$expand=alerts` answer 500.
     pub expand_fails: bool,
+    /// Routes (as recorded in `requests`) answered 403, as for a permission not granted.
+    pub forbidden: BTreeSet<String>,
 }
 
 pub struct Shared {
@@ -213,12 +215,14 @@ async fn gate(s: &Shared, headers: &HeaderMap, what: String) -> Result<(), Respo
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let (throttle, server_error, revoke) = {
+    let (throttle, server_error, revoke, forbidden) = {
         let f = s.faults.lock().expect("faults");
+        let what = s.requests.lock().expect("requests")[n].clone();
         (
             f.throttle.contains(&n),
             f.server_error.contains(&n),
             f.revoke.contains(&n),
+            f.forbidden.contains(&what),
         )
     };
     if revoke {
@@ -241,6 +245,13 @@ async fn gate(s: &Shared, headers: &HeaderMap, what: String) -> Result<(), Respo
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Access token has expired or is not yet valid.",
+        ));
+    }
+    if forbidden {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Missing application roles.",
         ));
     }
     if throttle {
