@@ -28,6 +28,33 @@ pub struct ServiceConfig {
     pub outputs: Vec<OutputConfig>,
     /// Tenants whose Microsoft APIs are polled.
     pub tenants: Vec<TenantConfig>,
+    /// Event Hubs (Streaming API) consumed through the Kafka endpoint.
+    pub kafka: Vec<KafkaConfig>,
+}
+
+/// An Event Hubs namespace (or any Kafka cluster) carrying Streaming API messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub name: String,
+    /// `<namespace>.servicebus.windows.net:9093`.
+    pub brokers: String,
+    /// The event hubs (Kafka topics) the Streaming API writes to.
+    pub topics: Vec<String>,
+    /// One consumer group per deployment; instances in it split the partitions.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// The namespace connection string (SASL_SSL, PLAIN, `$ConnectionString`), from the
+    /// environment or a file. Neither: plaintext, for a local broker.
+    pub connection_string_env: Option<String>,
+    pub connection_string_file: Option<PathBuf>,
+    /// Further librdkafka properties.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "defender-dsm".into()
 }
 
 /// One tenant polled through its Entra app registration (client credentials).
@@ -143,6 +170,7 @@ impl Default for ServiceConfig {
                 file("ecs-file", "./data/out/events.ecs.ndjson", FileFormat::Ecs),
             ],
             tenants: Vec::new(),
+            kafka: Vec::new(),
         }
     }
 }
@@ -366,6 +394,29 @@ impl ServiceConfig {
             }
             names.push(o.name.clone());
             o.check(&format!("{at} ({})", o.name))?;
+        }
+        for (i, k) in self.kafka.iter().enumerate() {
+            let at = format!("kafka[{i}]");
+            if k.name.is_empty()
+                || !k
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{at}.name: `{}` is not a name (letters, digits, `-`, `_`)",
+                    k.name
+                ));
+            }
+            if k.topics.is_empty() {
+                return Err(format!("{at} ({}).topics: at least one", k.name));
+            }
+            if k.connection_string_env.is_some() && k.connection_string_file.is_some() {
+                return Err(format!(
+                    "{at} ({}): give connection_string_env or connection_string_file, not both",
+                    k.name
+                ));
+            }
         }
         let mut tenants = Vec::new();
         for (i, t) in self.tenants.iter().enumerate() {

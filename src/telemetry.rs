@@ -58,6 +58,22 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Failed polls, by tenant, feed and kind (auth, api, outputs, cursor).",
     ),
     (
+        "dsm_kafka_records_total",
+        "counter",
+        "Records consumed from the Kafka endpoint, by input, topic and partition.",
+    ),
+    (
+        "dsm_kafka_delay_seconds",
+        "gauge",
+        "Seconds between a partition's last message being enqueued and taken, by input, topic and partition.",
+    ),
+    (
+        "dsm_kafka_dead_letters_total",
+        "counter",
+        "Messages that were not JSON, kept with their partition and offset, by input.",
+    ),
+    ("dsm_kafka_errors_total", "counter", "Kafka client errors, by input."),
+    (
         "dsm_poller_stale",
         "gauge",
         "1 when a feed's cursor has not advanced for longer than its stale_after.",

@@ -16,6 +16,7 @@ use crate::config::{secret, LogFormat, ServiceConfig};
 use crate::inputs::api::{ApiClient, Budget};
 use crate::inputs::auth::TokenProvider;
 use crate::inputs::http::{router, HttpState};
+use crate::inputs::kafka::{KafkaInput, KafkaSettings};
 use crate::inputs::poller::{FeedKind, Poller, TenantSettings};
 use crate::inputs::tls::TlsListener;
 use crate::mapping::{MapOptions, MappingSet};
@@ -41,7 +42,11 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(cfg, a.config))
+    let result = runtime.block_on(serve(cfg, a.config));
+    // A client library stuck in a blocking call (a broker that does not answer a final commit)
+    // must not keep the process from exiting.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 fn init_logging(cfg: &ServiceConfig) -> Result<()> {
@@ -118,7 +123,8 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     );
     let reloader = tokio::spawn(reload_loop(pipeline.clone(), cfg.clone()));
     let (stop_pollers, stop) = tokio::sync::watch::channel(false);
-    let pollers = start_pollers(&cfg, &pipeline, &stop)?;
+    let mut pollers = start_pollers(&cfg, &pipeline, &stop)?;
+    pollers.extend(start_kafka(&cfg, &pipeline, &stop)?);
     match tls {
         Some(acceptor) => {
             let listener = TlsListener::new(listener, acceptor).context("http TLS listener")?;
@@ -134,13 +140,15 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     }
     reloader.abort();
     let _ = reloader.await;
-    // Pollers finish the page they are on (its cursor saved) within the grace period.
+    // Pollers finish the page they are on (its cursor saved), consumers the message they are on
+    // (its offset committed), within the grace period.
     let _ = stop_pollers.send(true);
     let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
-    for p in pollers {
-        let abort = p.abort_handle();
-        if tokio::time::timeout(grace, p).await.is_err() {
-            abort.abort();
+    for mut p in pollers {
+        if tokio::time::timeout(grace, &mut p).await.is_err() {
+            tracing::warn!("an input did not stop within the grace period; stopped");
+            p.abort();
+            let _ = p.await;
         }
     }
     tracing::info!(
@@ -163,6 +171,39 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One consumer task per Kafka input.
+fn start_kafka(
+    cfg: &ServiceConfig,
+    pipeline: &Arc<Pipeline>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for k in &cfg.kafka {
+        let connection_string = secret(
+            k.connection_string_env.as_deref(),
+            k.connection_string_file.as_deref(),
+            &format!("kafka ({}).connection_string", k.name),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let input = KafkaInput::new(
+            KafkaSettings {
+                name: k.name.clone(),
+                brokers: k.brokers.clone(),
+                topics: k.topics.clone(),
+                group_id: k.group_id.clone(),
+                connection_string,
+                properties: k.properties.clone(),
+                dead_letters: cfg.data_dir.join("dead-letters"),
+            },
+            pipeline.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(input = %k.name, brokers = %k.brokers, topics = ?k.topics, group = %k.group_id, "consuming");
+        tasks.push(tokio::spawn(input.run(stop.clone())));
+    }
+    Ok(tasks)
 }
 
 /// One task per tenant and feed.

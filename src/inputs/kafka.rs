@@ -1,0 +1,225 @@
+//! `KafkaInput`: the Defender Streaming API through Event Hubs' Kafka endpoint (Standard tier
+//! and above), with librdkafka (`rdkafka`, bundled).
+//!
+//! Each message is an Event Hubs body (`{"records":[...]}`) and goes to the pipeline alone; its
+//! offset is committed only once every output has its events (sent or spooled), so a crash or a
+//! rebalance sends at most the uncommitted messages again (at least once; record ids make the
+//! duplicates harmless downstream). A body that is not JSON goes to the input's dead letters
+//! with its topic, partition and offset, and the partition moves on. Instances with the same
+//! consumer group split the partitions; when one leaves, the others take over from the
+//! committed offsets.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::pipeline::{IngestError, Pipeline};
+
+/// Where to consume from.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub name: String,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    /// The namespace connection string: SASL_SSL with PLAIN, user `$ConnectionString`, as
+    /// Event Hubs expects. None: plaintext (a local broker).
+    pub connection_string: Option<String>,
+    /// Further librdkafka properties (`session.timeout.ms` ...).
+    pub properties: BTreeMap<String, String>,
+    pub dead_letters: PathBuf,
+}
+
+pub struct KafkaInput {
+    settings: KafkaSettings,
+    consumer: StreamConsumer,
+    pipeline: Arc<Pipeline>,
+}
+
+impl KafkaInput {
+    pub fn new(settings: KafkaSettings, pipeline: Arc<Pipeline>) -> Result<KafkaInput, String> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("client.id", format!("defender-dsm-{}", settings.name));
+        if let Some(cs) = &settings.connection_string {
+            cfg.set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", "PLAIN")
+                .set("sasl.username", "$ConnectionString")
+                .set("sasl.password", cs);
+        }
+        for (k, v) in &settings.properties {
+            cfg.set(k, v);
+        }
+        let consumer: StreamConsumer = cfg
+            .create()
+            .map_err(|e| format!("kafka ({}): {e}", settings.name))?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| format!("kafka ({}): subscribing to {topics:?}: {e}", settings.name))?;
+        Ok(KafkaInput {
+            settings,
+            consumer,
+            pipeline,
+        })
+    }
+
+    /// Consumes until `stop` turns true, then commits what was taken.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let name = self.settings.name.clone();
+        loop {
+            let msg = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = stop.changed() => break,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(input = %name, error = %e, "kafka");
+                    self.pipeline
+                        .telemetry
+                        .add("dsm_kafka_errors_total", &[("input", &name)], 1);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let (topic, partition, offset) =
+                (msg.topic().to_string(), msg.partition(), msg.offset());
+            let origin = format!("{topic}/{partition}@{offset}");
+            let body = msg.payload().unwrap_or_default().to_vec();
+            let enqueued = msg.timestamp().to_millis();
+            drop(msg);
+            let records = match String::from_utf8(body) {
+                Ok(text) => self.take(text, &origin).await,
+                Err(e) => {
+                    let reason = format!("not UTF-8: {e}");
+                    self.dead_letter(&topic, partition, offset, &reason, e.as_bytes());
+                    0
+                }
+            };
+            let partition_label = partition.to_string();
+            let labels = [
+                ("input", name.as_str()),
+                ("topic", topic.as_str()),
+                ("partition", partition_label.as_str()),
+            ];
+            self.pipeline
+                .telemetry
+                .add("dsm_kafka_records_total", &labels, records);
+            if let Some(ms) = enqueued {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                self.pipeline.telemetry.set(
+                    "dsm_kafka_delay_seconds",
+                    &labels,
+                    u64::try_from((now - ms) / 1000).unwrap_or(0),
+                );
+            }
+            let mut tpl = TopicPartitionList::new();
+            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))
+            {
+                tracing::warn!(input = %name, error = %e, "kafka commit");
+                continue;
+            }
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(input = %name, error = %e, "kafka commit");
+            }
+        }
+        // What was taken is committed before leaving the group (bounded: a broker that does not
+        // answer must not hold up shutdown; the offsets then come again, at least once).
+        let consumer = self.consumer;
+        let closing = tokio::task::spawn_blocking(move || {
+            if let Ok(tpl) = consumer.position() {
+                let _ = consumer.commit(&tpl, CommitMode::Sync);
+            }
+            consumer.unsubscribe();
+        });
+        if tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!(input = %name, "the final commit did not finish in 5 s");
+        }
+    }
+
+    /// Hands one body to the pipeline and returns its records; waits while the outputs refuse
+    /// (a full spool): the message is not committed before they take it.
+    async fn take(&self, text: String, origin: &str) -> u64 {
+        loop {
+            match self
+                .pipeline
+                .ingest(text.clone(), origin, "eventhub", None)
+                .await
+            {
+                Ok(taken) => return taken.records,
+                Err(IngestError::Malformed(reason)) => {
+                    let (topic, rest) = origin.split_once('/').unwrap_or((origin, ""));
+                    let (partition, offset) = rest.split_once('@').unwrap_or((rest, ""));
+                    self.dead_letter(
+                        topic,
+                        partition.parse().unwrap_or(-1),
+                        offset.parse().unwrap_or(-1),
+                        &reason,
+                        text.as_bytes(),
+                    );
+                    return 0;
+                }
+                Err(e) => {
+                    tracing::warn!(input = %self.settings.name, %origin, error = %e, "outputs refused; the message waits");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    fn dead_letter(&self, topic: &str, partition: i32, offset: i64, reason: &str, body: &[u8]) {
+        self.pipeline.telemetry.add(
+            "dsm_kafka_dead_letters_total",
+            &[("input", &self.settings.name)],
+            1,
+        );
+        let line = serde_json::json!({
+            "input": self.settings.name,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "reason": reason,
+            "body": String::from_utf8_lossy(body),
+        })
+        .to_string();
+        let path = self
+            .settings
+            .dead_letters
+            .join(format!("input-{}.ndjson", self.settings.name));
+        let written = std::fs::create_dir_all(&self.settings.dead_letters).and_then(|()| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(line.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_data()
+        });
+        match written {
+            Ok(()) => {
+                tracing::warn!(input = %self.settings.name, %topic, partition, offset, %reason, "message dead-lettered")
+            }
+            Err(e) => {
+                tracing::error!(input = %self.settings.name, %topic, partition, offset, %reason, error = %e, "message could not be dead-lettered; it is logged here: {line}")
+            }
+        }
+    }
+}
