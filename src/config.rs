@@ -51,6 +51,13 @@ pub struct KafkaConfig {
     /// Further librdkafka properties.
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+    /// A partition with a backlog that does not move for this long fails `/readyz`.
+    #[serde(default = "default_stall")]
+    pub stall_after_seconds: u64,
+}
+
+fn default_stall() -> u64 {
+    300
 }
 
 fn default_group() -> String {

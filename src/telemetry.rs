@@ -74,6 +74,16 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("dsm_kafka_errors_total", "counter", "Kafka client errors, by input."),
     (
+        "dsm_kafka_lag",
+        "gauge",
+        "Messages not yet committed (high watermark less committed offset), by input, topic and partition.",
+    ),
+    (
+        "dsm_kafka_stalled",
+        "gauge",
+        "1 when a partition has a backlog and its committed offset has not moved for stall_after_seconds.",
+    ),
+    (
         "dsm_poller_stale",
         "gauge",
         "1 when a feed's cursor has not advanced for longer than its stale_after.",
@@ -110,6 +120,23 @@ impl Telemetry {
         if let Ok(mut c) = self.counters.lock() {
             c.insert(key, v);
         }
+    }
+
+    /// The label sets of `metric` whose value is not 0.
+    pub fn nonzero(&self, metric: &str) -> Vec<String> {
+        let Ok(c) = self.counters.lock() else {
+            return Vec::new();
+        };
+        c.iter()
+            .filter(|((m, _), v)| *m == metric && **v != 0)
+            .map(|((_, labels), _)| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
     }
 
     pub fn set_mapping_version(&self, version: &str) {

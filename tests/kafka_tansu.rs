@@ -123,6 +123,7 @@ fn produce(brokers: &str, topic: &str, bodies: &[String]) {
 struct Instance {
     dir: PathBuf,
     child: Option<Child>,
+    port: u16,
 }
 
 impl Drop for Instance {
@@ -140,6 +141,7 @@ impl Instance {
         let dir = std::env::temp_dir().join(format!("dsm-kafka-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
+        let port = free_port();
         let config = format!(
             r#"data_dir = "{d}/data"
 [http]
@@ -157,10 +159,13 @@ group_id = "{group}"
 properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
 "#,
             d = dir.display(),
-            port = free_port()
         );
         std::fs::write(dir.join("config.toml"), config).expect("config");
-        let mut i = Instance { dir, child: None };
+        let mut i = Instance {
+            dir,
+            child: None,
+            port,
+        };
         i.spawn();
         i
     }
@@ -200,6 +205,18 @@ properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" 
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        common::request(
+            "GET",
+            &format!("http://127.0.0.1:{}/metrics", self.port),
+            &[],
+            Vec::new(),
+            None,
+        )
+        .map(|r| r.body)
+        .unwrap_or_default()
     }
 
     fn ids(&self) -> Vec<String> {

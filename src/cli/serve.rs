@@ -196,6 +196,7 @@ fn start_kafka(
                 connection_string,
                 properties: k.properties.clone(),
                 dead_letters: cfg.data_dir.join("dead-letters"),
+                stall_after: Duration::from_secs(k.stall_after_seconds),
             },
             pipeline.clone(),
         )

@@ -36,13 +36,19 @@ pub struct KafkaSettings {
     /// Further librdkafka properties (`session.timeout.ms` ...).
     pub properties: BTreeMap<String, String>,
     pub dead_letters: PathBuf,
+    /// A partition with a backlog whose committed offset has not moved for this long is
+    /// stalled (`dsm_kafka_stalled`, `/readyz` fails).
+    pub stall_after: Duration,
 }
 
 pub struct KafkaInput {
     settings: KafkaSettings,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     pipeline: Arc<Pipeline>,
 }
+
+/// How often partition lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(10);
 
 impl KafkaInput {
     pub fn new(settings: KafkaSettings, pipeline: Arc<Pipeline>) -> Result<KafkaInput, String> {
@@ -71,7 +77,7 @@ impl KafkaInput {
             .map_err(|e| format!("kafka ({}): subscribing to {topics:?}: {e}", settings.name))?;
         Ok(KafkaInput {
             settings,
-            consumer,
+            consumer: Arc::new(consumer),
             pipeline,
         })
     }
@@ -79,9 +85,15 @@ impl KafkaInput {
     /// Consumes until `stop` turns true, then commits what was taken.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let name = self.settings.name.clone();
+        let mut lag_tick = tokio::time::interval(LAG_EVERY);
+        let mut progress: BTreeMap<(String, i32), (i64, std::time::Instant)> = BTreeMap::new();
         loop {
             let msg = tokio::select! {
                 m = self.consumer.recv() => m,
+                _ = lag_tick.tick() => {
+                    self.measure_lag(&mut progress).await;
+                    continue;
+                }
                 _ = stop.changed() => break,
             };
             let msg = match msg {
@@ -140,7 +152,7 @@ impl KafkaInput {
         }
         // What was taken is committed before leaving the group (bounded: a broker that does not
         // answer must not hold up shutdown; the offsets then come again, at least once).
-        let consumer = self.consumer;
+        let consumer = self.consumer.clone();
         let closing = tokio::task::spawn_blocking(move || {
             if let Ok(tpl) = consumer.position() {
                 let _ = consumer.commit(&tpl, CommitMode::Sync);
@@ -152,6 +164,58 @@ impl KafkaInput {
             .is_err()
         {
             tracing::warn!(input = %name, "the final commit did not finish in 5 s");
+        }
+    }
+
+    /// Lag per assigned partition (high watermark less the committed offset), and whether a
+    /// partition with a backlog has stopped moving.
+    async fn measure_lag(&self, progress: &mut BTreeMap<(String, i32), (i64, std::time::Instant)>) {
+        let consumer = self.consumer.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let assigned = consumer.assignment().ok()?;
+            let committed = consumer.committed_offsets(assigned, timeout).ok()?;
+            let mut out = Vec::new();
+            for e in committed.elements() {
+                let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)
+                else {
+                    continue;
+                };
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                out.push((e.topic().to_string(), e.partition(), at, high));
+            }
+            Some(out)
+        })
+        .await;
+        let Ok(Some(partitions)) = measured else {
+            return;
+        };
+        let name = self.settings.name.as_str();
+        for (topic, partition, at, high) in partitions {
+            let p = partition.to_string();
+            let labels = [
+                ("input", name),
+                ("topic", topic.as_str()),
+                ("partition", p.as_str()),
+            ];
+            let lag = (high - at).max(0);
+            self.pipeline
+                .telemetry
+                .set("dsm_kafka_lag", &labels, lag as u64);
+            let now = std::time::Instant::now();
+            let entry = progress
+                .entry((topic.clone(), partition))
+                .or_insert((at, now));
+            if entry.0 != at {
+                *entry = (at, now);
+            }
+            let stalled = lag > 0 && now.duration_since(entry.1) > self.settings.stall_after;
+            self.pipeline
+                .telemetry
+                .set("dsm_kafka_stalled", &labels, u64::from(stalled));
         }
     }
 
