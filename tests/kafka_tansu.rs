@@ -184,6 +184,8 @@ properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" 
                 .spawn()
                 .expect("serve"),
         );
+        // Serving means its signal handlers are in place (a stop then drains).
+        wait_until("the instance to serve", 30, || !self.metrics().is_empty());
     }
 
     fn kill9(&mut self) {
@@ -254,6 +256,26 @@ fn one_instance_takes_every_record_and_dead_letters_a_malformed_message() {
     wait_until("400 records", 60, || {
         a.ids().iter().collect::<BTreeSet<_>>().len() >= 400
     });
+    // Every partition measured, none behind once all is committed.
+    wait_until("lag 0 on the 4 partitions", 30, || {
+        let m = a.metrics();
+        (0..4).all(|p| {
+            m.contains(&format!(
+                "dsm_kafka_lag{{input=\"stream\",topic=\"{topic}\",partition=\"{p}\"}} 0\n"
+            ))
+        })
+    });
+    let m = a.metrics();
+    assert!(
+        m.contains("dsm_kafka_dead_letters_total{input=\"stream\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .filter(|l| l.starts_with("dsm_kafka_stalled{"))
+            .all(|l| l.ends_with(" 0")),
+        "{m}"
+    );
     a.stop();
     let ids = a.ids();
     assert_eq!(
