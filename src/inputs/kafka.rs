@@ -45,7 +45,27 @@ pub struct KafkaInput {
     settings: KafkaSettings,
     consumer: Arc<StreamConsumer>,
     pipeline: Arc<Pipeline>,
+    taker: Arc<Taker>,
 }
+
+/// Hands messages to the pipeline (in their own tasks, several at a time).
+struct Taker {
+    settings: KafkaSettings,
+    pipeline: Arc<Pipeline>,
+}
+
+/// A message being taken: where it is, and the task that answers with its record count.
+struct InFlight {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    enqueued: Option<i64>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+/// Messages taken at once: their translation and the outputs' syncs overlap, while offsets are
+/// still committed in order.
+const IN_FLIGHT: usize = 8;
 
 /// How often partition lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(10);
@@ -76,6 +96,10 @@ impl KafkaInput {
             .subscribe(&topics)
             .map_err(|e| format!("kafka ({}): subscribing to {topics:?}: {e}", settings.name))?;
         Ok(KafkaInput {
+            taker: Arc::new(Taker {
+                settings: settings.clone(),
+                pipeline: pipeline.clone(),
+            }),
             settings,
             consumer: Arc::new(consumer),
             pipeline,
@@ -87,9 +111,12 @@ impl KafkaInput {
         let name = self.settings.name.clone();
         let mut lag_tick = tokio::time::interval(LAG_EVERY);
         let mut progress: BTreeMap<(String, i32), (i64, std::time::Instant)> = BTreeMap::new();
+        let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
         loop {
             let msg = tokio::select! {
-                m = self.consumer.recv() => m,
+                m = self.consumer.recv() => Some(m),
+                // Nothing new for a moment: finish what is in flight.
+                _ = tokio::time::sleep(Duration::from_millis(50)), if !in_flight.is_empty() => None,
                 _ = lag_tick.tick() => {
                     self.measure_lag(&mut progress).await;
                     continue;
@@ -97,8 +124,14 @@ impl KafkaInput {
                 _ = stop.changed() => break,
             };
             let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
+                None => {
+                    while let Some(f) = in_flight.pop_front() {
+                        self.finish(f).await;
+                    }
+                    continue;
+                }
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
                     tracing::warn!(input = %name, error = %e, "kafka");
                     self.pipeline
                         .telemetry
@@ -109,46 +142,27 @@ impl KafkaInput {
             };
             let (topic, partition, offset) =
                 (msg.topic().to_string(), msg.partition(), msg.offset());
-            let origin = format!("{topic}/{partition}@{offset}");
             let body = msg.payload().unwrap_or_default().to_vec();
             let enqueued = msg.timestamp().to_millis();
             drop(msg);
-            let records = match String::from_utf8(body) {
-                Ok(text) => self.take(text, &origin).await,
-                Err(e) => {
-                    let reason = format!("not UTF-8: {e}");
-                    self.dead_letter(&topic, partition, offset, &reason, e.as_bytes());
-                    0
+            let taker = self.taker.clone();
+            let (t, p) = (topic.clone(), partition);
+            let task = tokio::spawn(async move { taker.take(body, &t, p, offset).await });
+            in_flight.push_back(InFlight {
+                topic,
+                partition,
+                offset,
+                enqueued,
+                task,
+            });
+            while in_flight.len() > IN_FLIGHT {
+                if let Some(f) = in_flight.pop_front() {
+                    self.finish(f).await;
                 }
-            };
-            let partition_label = partition.to_string();
-            let labels = [
-                ("input", name.as_str()),
-                ("topic", topic.as_str()),
-                ("partition", partition_label.as_str()),
-            ];
-            self.pipeline
-                .telemetry
-                .add("dsm_kafka_records_total", &labels, records);
-            if let Some(ms) = enqueued {
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                self.pipeline.telemetry.set(
-                    "dsm_kafka_delay_seconds",
-                    &labels,
-                    u64::try_from((now - ms) / 1000).unwrap_or(0),
-                );
             }
-            let mut tpl = TopicPartitionList::new();
-            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))
-            {
-                tracing::warn!(input = %name, error = %e, "kafka commit");
-                continue;
-            }
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(input = %name, error = %e, "kafka commit");
-            }
+        }
+        while let Some(f) = in_flight.pop_front() {
+            self.finish(f).await;
         }
         // What was taken is committed before leaving the group (bounded: a broker that does not
         // answer must not hold up shutdown; the offsets then come again, at least once).
@@ -219,26 +233,62 @@ impl KafkaInput {
         }
     }
 
-    /// Hands one body to the pipeline and returns its records; waits while the outputs refuse
-    /// (a full spool): the message is not committed before they take it.
-    async fn take(&self, text: String, origin: &str) -> u64 {
+    /// Waits for a message's records to be taken, then commits its offset.
+    async fn finish(&self, f: InFlight) {
+        let name = self.settings.name.as_str();
+        let records = f.task.await.unwrap_or(0);
+        let partition_label = f.partition.to_string();
+        let labels = [
+            ("input", name),
+            ("topic", f.topic.as_str()),
+            ("partition", partition_label.as_str()),
+        ];
+        self.pipeline
+            .telemetry
+            .add("dsm_kafka_records_total", &labels, records);
+        if let Some(ms) = f.enqueued {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.pipeline.telemetry.set(
+                "dsm_kafka_delay_seconds",
+                &labels,
+                u64::try_from((now - ms) / 1000).unwrap_or(0),
+            );
+        }
+        let mut tpl = TopicPartitionList::new();
+        let committed = tpl
+            .add_partition_offset(&f.topic, f.partition, Offset::Offset(f.offset + 1))
+            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async));
+        if let Err(e) = committed {
+            tracing::warn!(input = %name, error = %e, "kafka commit");
+        }
+    }
+}
+
+impl Taker {
+    /// Hands one body to the pipeline and returns its records; a body that is not UTF-8 JSON
+    /// goes to the dead letters. Waits while the outputs refuse (a full spool): the message is
+    /// not committed before they take it.
+    async fn take(&self, body: Vec<u8>, topic: &str, partition: i32, offset: i64) -> u64 {
+        let origin = format!("{topic}/{partition}@{offset}");
+        let text = match String::from_utf8(body) {
+            Ok(t) => t,
+            Err(e) => {
+                let reason = format!("not UTF-8: {e}");
+                self.dead_letter(topic, partition, offset, &reason, e.as_bytes());
+                return 0;
+            }
+        };
         loop {
             match self
                 .pipeline
-                .ingest(text.clone(), origin, "eventhub", None)
+                .ingest(text.clone(), &origin, "eventhub", None)
                 .await
             {
                 Ok(taken) => return taken.records,
                 Err(IngestError::Malformed(reason)) => {
-                    let (topic, rest) = origin.split_once('/').unwrap_or((origin, ""));
-                    let (partition, offset) = rest.split_once('@').unwrap_or((rest, ""));
-                    self.dead_letter(
-                        topic,
-                        partition.parse().unwrap_or(-1),
-                        offset.parse().unwrap_or(-1),
-                        &reason,
-                        text.as_bytes(),
-                    );
+                    self.dead_letter(topic, partition, offset, &reason, text.as_bytes());
                     return 0;
                 }
                 Err(e) => {
