@@ -385,17 +385,7 @@ impl ServiceConfig {
         let mut names = Vec::new();
         for (i, o) in self.outputs.iter().enumerate() {
             let at = format!("outputs[{i}]");
-            if o.name.is_empty()
-                || !o
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(format!(
-                    "{at}.name: `{}` is not a name (letters, digits, `-`, `_`)",
-                    o.name
-                ));
-            }
+            check_name(&at, &o.name)?;
             if names.contains(&o.name) {
                 return Err(format!("{at}.name: `{}` is used twice", o.name));
             }
@@ -404,17 +394,7 @@ impl ServiceConfig {
         }
         for (i, k) in self.kafka.iter().enumerate() {
             let at = format!("kafka[{i}]");
-            if k.name.is_empty()
-                || !k
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(format!(
-                    "{at}.name: `{}` is not a name (letters, digits, `-`, `_`)",
-                    k.name
-                ));
-            }
+            check_name(&at, &k.name)?;
             if k.topics.is_empty() {
                 return Err(format!("{at} ({}).topics: at least one", k.name));
             }
@@ -428,17 +408,7 @@ impl ServiceConfig {
         let mut tenants = Vec::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let at = format!("tenants[{i}]");
-            if t.name.is_empty()
-                || !t
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(format!(
-                    "{at}.name: `{}` is not a name (letters, digits, `-`, `_`)",
-                    t.name
-                ));
-            }
+            check_name(&at, &t.name)?;
             if tenants.contains(&t.name) {
                 return Err(format!("{at}.name: `{}` is used twice", t.name));
             }
@@ -469,6 +439,20 @@ impl ServiceConfig {
         }
         Ok(())
     }
+}
+
+/// Names go into file names, metric labels and logs: letters, digits, `-` and `_`.
+fn check_name(at: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{at}.name: `{name}` is not a name (letters, digits, `-`, `_`)"
+        ));
+    }
+    Ok(())
 }
 
 impl OutputConfig {

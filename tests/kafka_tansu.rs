@@ -11,12 +11,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use common::ServeProcess;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-
-const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
 
 struct Tansu {
     child: Child,
@@ -120,114 +120,20 @@ fn produce(brokers: &str, topic: &str, bodies: &[String]) {
     });
 }
 
-struct Instance {
-    dir: PathBuf,
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Instance {
-    fn start(name: &str, brokers: &str, topic: &str, group: &str) -> Instance {
-        let dir = std::env::temp_dir().join(format!("dsm-kafka-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let port = free_port();
-        let config = format!(
-            r#"data_dir = "{d}/data"
-[http]
-listen = "127.0.0.1:{port}"
-[[outputs]]
-name = "leef"
-type = "file"
-path = "{d}/events.leef"
-format = "leef"
-[[kafka]]
+/// A `serve` instance consuming `topic` in `group`.
+fn instance(name: &str, brokers: &str, topic: &str, group: &str) -> ServeProcess {
+    let kafka = format!(
+        r#"[[kafka]]
 name = "stream"
 brokers = "{brokers}"
 topics = ["{topic}"]
 group_id = "{group}"
 properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
-"#,
-            d = dir.display(),
-        );
-        std::fs::write(dir.join("config.toml"), config).expect("config");
-        let mut i = Instance {
-            dir,
-            child: None,
-            port,
-        };
-        i.spawn();
-        i
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("serve.log"))
-            .expect("log");
-        self.child = Some(
-            Command::new(BIN)
-                .args(["serve", "--config"])
-                .arg(self.dir.join("config.toml"))
-                .stderr(log)
-                .spawn()
-                .expect("serve"),
-        );
-        // Serving means its signal handlers are in place (a stop then drains).
-        wait_until("the instance to serve", 30, || !self.metrics().is_empty());
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            assert!(c.wait().expect("exit").success(), "{}", self.log());
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
-    }
-
-    fn metrics(&self) -> String {
-        common::request(
-            "GET",
-            &format!("http://127.0.0.1:{}/metrics", self.port),
-            &[],
-            Vec::new(),
-            None,
-        )
-        .map(|r| r.body)
-        .unwrap_or_default()
-    }
-
-    fn ids(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("events.leef"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.rsplit("dsmId=").next().unwrap_or_default().to_string())
-            .collect()
-    }
+"#
+    );
+    let mut p = ServeProcess::new(&format!("kafka-{name}"), &kafka);
+    p.spawn();
+    p
 }
 
 fn wait_until(what: &str, secs: u64, done: impl Fn() -> bool) {
@@ -252,7 +158,7 @@ fn one_instance_takes_every_record_and_dead_letters_a_malformed_message() {
     let mut messages = bodies(0, 40);
     messages.insert(5, "{\"records\":[{\"category\":".to_string());
     produce(&broker.url, topic, &messages);
-    let mut a = Instance::start("one", &broker.url, topic, "dsm-one");
+    let mut a = instance("one", &broker.url, topic, "dsm-one");
     wait_until("400 records", 60, || {
         a.ids().iter().collect::<BTreeSet<_>>().len() >= 400
     });
@@ -306,9 +212,9 @@ fn two_instances_split_the_partitions_and_survive_one_being_killed() {
     let broker = start_tansu(topic);
     let group = format!("dsm-two-{}", std::process::id());
     produce(&broker.url, topic, &bodies(0, 80));
-    let mut a = Instance::start("a", &broker.url, topic, &group);
-    let mut b = Instance::start("b", &broker.url, topic, &group);
-    let union = |a: &Instance, b: &Instance| {
+    let mut a = instance("a", &broker.url, topic, &group);
+    let mut b = instance("b", &broker.url, topic, &group);
+    let union = |a: &ServeProcess, b: &ServeProcess| {
         a.ids()
             .into_iter()
             .chain(b.ids())

@@ -3,18 +3,17 @@
 //! SIEM detection and vulnerability row reaches the output exactly once, across throttling, a
 //! burst of server errors, a token expiry and a restart of the service while paging.
 
+mod common;
 mod msapi_standin;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::ServeProcess;
 use defender_dsm::mapping::time::Timestamp;
 use msapi_standin::{Data, Faults, MsApi};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_defender-dsm");
 
 fn fixture(path: &str) -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,46 +78,29 @@ fn seed(alerts: usize, incidents: usize, mde: usize, siem: usize) -> Data {
     d
 }
 
-struct Service {
-    dir: PathBuf,
-    child: Option<Child>,
+struct Service(ServeProcess);
+
+impl std::ops::Deref for Service {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut ServeProcess {
+        &mut self.0
     }
 }
 
 impl Service {
     fn new(name: &str, api: &MsApi, feeds: &str) -> Service {
-        let dir = std::env::temp_dir().join(format!("dsm-poll-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join("secret"), "s3cret\n").expect("secret");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let config = format!(
-            r#"data_dir = "{d}/data"
-shutdown_grace_seconds = 20
-[http]
-listen = "127.0.0.1:{port}"
-[[outputs]]
-name = "leef"
-type = "file"
-path = "{d}/events.leef"
-format = "leef"
-[[tenants]]
+        let tenant = format!(
+            r#"[[tenants]]
 name = "contoso"
 tenant_id = "3f1e7a52-9c0d-4b8e-a1f3-5d2c7e9b4a10"
 client_id = "app"
-client_secret_file = "{d}/secret"
+client_secret_file = "{{dir}}/secret"
 authority = "{u}"
 graph_url = "{u}"
 mde_url = "{u}"
@@ -131,50 +113,15 @@ incidents_top = 10
 mde_top = 8
 attempts = 6
 "#,
-            d = dir.display(),
             u = api.url
         );
-        std::fs::write(dir.join("config.toml"), config).expect("config");
-        Service { dir, child: None }
+        let p = ServeProcess::new(&format!("poll-{name}"), &tenant);
+        std::fs::write(p.dir.join("secret"), "s3cret\n").expect("secret");
+        Service(p)
     }
 
     fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("serve.log"))
-            .expect("log");
-        self.child = Some(
-            Command::new(BIN)
-                .args(["serve", "--config"])
-                .arg(self.dir.join("config.toml"))
-                .stderr(log)
-                .spawn()
-                .expect("serve"),
-        );
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let status = c.wait().expect("exit");
-            assert!(status.success(), "{}", self.log());
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("events.leef"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.0.spawn();
     }
 
     /// Events by LEEF `cat`, and whether every dsmId is distinct.

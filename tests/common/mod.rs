@@ -119,3 +119,120 @@ pub fn request(
         })
     })
 }
+
+/// `defender-dsm serve` as a child process in a directory of its own, with `config.toml`,
+/// `serve.log` and a LEEF file output at `events.leef`.
+pub struct ServeProcess {
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl ServeProcess {
+    /// Writes the config: `data_dir`, the HTTP port and the LEEF file output, then `rest` (more
+    /// tables; `{dir}` in it is the directory). Not started yet.
+    pub fn new(name: &str, rest: &str) -> ServeProcess {
+        let dir = std::env::temp_dir().join(format!("dsm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let d = dir.display().to_string();
+        let config = format!(
+            "data_dir = \"{d}/data\"\nshutdown_grace_seconds = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[outputs]]\nname = \"leef\"\ntype = \"file\"\npath = \"{d}/events.leef\"\nformat = \"leef\"\n{}",
+            rest.replace("{dir}", &d)
+        );
+        std::fs::write(dir.join("config.toml"), config).expect("config");
+        ServeProcess {
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts it and waits until it serves (its signal handlers are then in place).
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .expect("log");
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_defender-dsm"))
+                .args(["serve", "--config"])
+                .arg(self.dir.join("config.toml"))
+                .stderr(log)
+                .spawn()
+                .expect("serve"),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.metrics().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM; the service must drain and exit 0.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let status = c.wait().expect("exit");
+            assert!(status.success(), "{}", self.log());
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        request("GET", &url, &[], Vec::new(), None)
+            .map(|r| r.body)
+            .unwrap_or_default()
+    }
+
+    /// The lines of the LEEF output.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("events.leef"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The dsmId of each LEEF line.
+    pub fn ids(&self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .map(|l| l.rsplit("dsmId=").next().unwrap_or_default().to_string())
+            .collect()
+    }
+}
