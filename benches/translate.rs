@@ -134,6 +134,8 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
         println!("{name:<40} {rps:>10.0} records/s {mbps:>8.1} MB/s{ratio}");
     };
 
+    // BENCH_PATH=both runs the LEEF + ECS path alone (after the reference), for profiles.
+    let only_both = std::env::var("BENCH_PATH").is_ok_and(|v| v == "both");
     let parse = measure(|| {
         for l in lines {
             black_box(serde_json::from_str::<serde_json::Value>(black_box(l)).expect("valid"));
@@ -149,6 +151,9 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
         ("translate: decode+map+LEEF", &[Format::Leef][..]),
         ("translate: decode+map+ECS", &[Format::Ecs][..]),
     ] {
+        if only_both && formats.len() != 2 {
+            continue;
+        }
         let mut out = Vec::with_capacity(1 << 20);
         let mut counts = Counts::default();
         let mut cache = Scratch::default();
