@@ -67,6 +67,19 @@ impl FromStr for SourceKind {
     }
 }
 
+/// The dataset of Elastic's integrations that a source's documents belong to.
+pub fn dataset(source: Option<SourceKind>) -> &'static str {
+    match source {
+        Some(SourceKind::EventHub) => "m365_defender.event",
+        Some(SourceKind::GraphAlert) => "m365_defender.alert",
+        Some(SourceKind::GraphIncident) => "m365_defender.incident",
+        Some(SourceKind::SiemAlert) => "m365_defender.log",
+        Some(SourceKind::MdeAlert) => "microsoft_defender_endpoint.log",
+        Some(SourceKind::MdeVulnerability) => "m365_defender.vulnerability",
+        None => "defender_dsm.unmapped",
+    }
+}
+
 /// Where a record was read: enough to point a user at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {

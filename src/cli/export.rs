@@ -1,4 +1,4 @@
-//! `export qradar`: QRadar content generated from the mapping files.
+//! `export qradar` and `export elastic`: SIEM content generated from the mapping files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::MappingArgs;
-use crate::export::qradar;
+use crate::export::{elastic, qradar};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -19,6 +19,25 @@ pub struct ExportArgs {
 enum ExportTarget {
     /// QID records, DSM event mappings and custom properties for QRadar (see docs/qradar.md).
     Qradar(QradarArgs),
+    /// Index templates (typed from the mappings) and ILM/ISM lifecycle policies for
+    /// Elasticsearch and OpenSearch (see docs/elastic.md).
+    Elastic(ElasticArgs),
+}
+
+#[derive(Args)]
+struct ElasticArgs {
+    #[command(flatten)]
+    mappings: MappingArgs,
+    /// Directory to write the files into (created if missing).
+    #[arg(long, default_value = "elastic-content")]
+    out: PathBuf,
+    /// Days data is kept before the lifecycle policy deletes it.
+    #[arg(long, default_value_t = 7)]
+    retention_days: u32,
+    /// Plain indices instead of data streams, for clusters without them (OpenSearch before
+    /// 2.6, some emulators).
+    #[arg(long)]
+    plain_indices: bool,
 }
 
 #[derive(Args)]
@@ -36,7 +55,49 @@ struct QradarArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    let ExportTarget::Qradar(a) = args.target;
+    match args.target {
+        ExportTarget::Qradar(a) => run_qradar(a),
+        ExportTarget::Elastic(a) => run_elastic(a),
+    }
+}
+
+/// `index-template-<name>.json` per data stream, `ilm-policy.json` (Elasticsearch) and
+/// `ism-policy.json` (OpenSearch).
+fn run_elastic(a: ElasticArgs) -> Result<ExitCode> {
+    let set = a.mappings.load()?;
+    let policy = elastic::policy_name(a.retention_days);
+    let templates = elastic::templates(&set, Some(&policy), !a.plain_indices);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let write = |name: String, v: &serde_json::Value| -> Result<()> {
+        let path = a.out.join(name);
+        let text = serde_json::to_string_pretty(v)? + "\n";
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    for t in &templates {
+        write(format!("index-template-{}.json", t.name), &t.body)?;
+        for c in &t.conflicts {
+            eprintln!("export elastic: {}: {c}", t.name);
+        }
+    }
+    write(
+        format!("ilm-policy-{policy}.json"),
+        &elastic::ilm_policy(a.retention_days),
+    )?;
+    let datasets: Vec<&str> = templates.iter().map(|t| t.dataset).collect();
+    write(
+        format!("ism-policy-{policy}.json"),
+        &elastic::ism_policy(a.retention_days, &datasets, !a.plain_indices),
+    )?;
+    eprintln!(
+        "export elastic: {} index templates, ILM and ISM policies ({} days) in {}",
+        templates.len(),
+        a.retention_days,
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_qradar(a: QradarArgs) -> Result<ExitCode> {
     let set = a.mappings.load()?;
     let content = qradar::content(&set).context("building the QRadar content")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

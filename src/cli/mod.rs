@@ -7,6 +7,7 @@ mod export;
 mod outputs;
 pub mod replay;
 mod serve;
+mod setup;
 mod translate;
 
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ enum Command {
     Coverage(coverage::CoverageArgs),
     /// Write SIEM content generated from the mapping files (QRadar QIDs, event mappings, properties).
     Export(export::ExportArgs),
+    /// Prepare a SIEM for our data (Elasticsearch/OpenSearch templates and retention).
+    Setup(setup::SetupArgs),
     /// Translate the dead letters under --data-dir again (after a mapping or index fix) and send
     /// each to the output that refused it.
     ReplayDeadLetters(Box<dead_letters::ReplayDeadLettersArgs>),
@@ -135,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => replay::run_check(a),
         Command::Export(a) => export::run(a),
         Command::Coverage(a) => coverage::run(a),
+        Command::Setup(a) => setup::run(a),
         Command::ReplayDeadLetters(a) => dead_letters::run(*a),
     };
     match result {

@@ -22,7 +22,7 @@ use reqwest::StatusCode;
 
 use super::dead_letter::encode_meta;
 use super::{backoff, OutputError};
-use crate::event::{RawRecord, SourceKind};
+use crate::event::RawRecord;
 use crate::format::render_ecs;
 use crate::mapping::MappedEvent;
 
@@ -86,19 +86,6 @@ impl BulkTarget {
     }
 }
 
-/// The dataset of Elastic's integrations that a source's documents belong to.
-pub fn dataset(source: Option<SourceKind>) -> &'static str {
-    match source {
-        Some(SourceKind::EventHub) => "m365_defender.event",
-        Some(SourceKind::GraphAlert) => "m365_defender.alert",
-        Some(SourceKind::GraphIncident) => "m365_defender.incident",
-        Some(SourceKind::SiemAlert) => "m365_defender.log",
-        Some(SourceKind::MdeAlert) => "microsoft_defender_endpoint.log",
-        Some(SourceKind::MdeVulnerability) => "m365_defender.vulnerability",
-        None => "defender_dsm.unmapped",
-    }
-}
-
 /// Appends one entry: action line, ECS document and metadata line, each ending in `\n`.
 pub fn encode_entry(
     ev: &MappedEvent,
@@ -112,7 +99,7 @@ pub fn encode_entry(
     let _ = writeln!(
         out,
         "{{\"create\":{{\"_index\":\"logs-{}-{namespace}\",\"_id\":\"{:032x}\"}}}}",
-        dataset(source),
+        crate::event::dataset(source),
         ev.record_id
     );
     render_ecs(ev, out);

@@ -3,6 +3,7 @@
 
 pub mod bulk;
 pub mod dead_letter;
+pub mod elastic_setup;
 pub mod file;
 pub mod spool;
 pub mod syslog;
