@@ -325,6 +325,15 @@ pub struct OutputConfig {
     pub max_bytes: Option<usize>,
     pub gzip: Option<bool>,
     pub pipeline: Option<String>,
+    /// Create or update the index templates and lifecycle policy at start (`setup elastic`).
+    pub setup: Option<bool>,
+    /// Days the lifecycle policy keeps data (with `setup`).
+    pub retention_days: Option<u32>,
+    /// Plain indices instead of data streams (with `setup`).
+    pub plain_indices: Option<bool>,
+    /// Write into Elastic's `m365_defender` integration: its templates must be installed, and
+    /// documents skip its ingest pipeline (`pipeline=_none`).
+    pub elastic_integration: Option<bool>,
 
     // file
     pub path: Option<PathBuf>,
@@ -501,6 +510,10 @@ impl OutputConfig {
             (self.max_bytes.is_some(), "max_bytes"),
             (self.gzip.is_some(), "gzip"),
             (self.pipeline.is_some(), "pipeline"),
+            (self.setup.is_some(), "setup"),
+            (self.retention_days.is_some(), "retention_days"),
+            (self.plain_indices.is_some(), "plain_indices"),
+            (self.elastic_integration.is_some(), "elastic_integration"),
         ] {
             set(present, key, &[Bulk])?;
         }

@@ -273,34 +273,7 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
             }
             OutputKind::Bulk => {
                 let mut t = BulkTarget::new(o.url.as_deref().unwrap_or_default())?;
-                let password = secret(
-                    o.password_env.as_deref(),
-                    o.password_file.as_deref(),
-                    "password",
-                )
-                .map_err(bad)?;
-                let api_key = secret(
-                    o.api_key_env.as_deref(),
-                    o.api_key_file.as_deref(),
-                    "api_key",
-                )
-                .map_err(bad)?;
-                let token = secret(o.token_env.as_deref(), o.token_file.as_deref(), "token")
-                    .map_err(bad)?;
-                t.auth = match (&o.user, password, api_key, token) {
-                    (None, None, None, None) => BulkAuth::None,
-                    (Some(user), Some(password), None, None) => BulkAuth::Basic {
-                        user: user.clone(),
-                        password,
-                    },
-                    (None, None, Some(k), None) => BulkAuth::ApiKey(k),
-                    (None, None, None, Some(tok)) => BulkAuth::Bearer(tok),
-                    _ => {
-                        return Err(bad(
-                            "give user with a password, an API key, or a token".into()
-                        ))
-                    }
-                };
+                t.auth = bulk_auth(o).map_err(bad)?;
                 if let Some(ns) = &o.namespace {
                     t.namespace = ns.clone();
                 }
@@ -317,7 +290,10 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
                 if let Some(r) = o.retries {
                     t.retries = r;
                 }
-                t.pipeline = o.pipeline.clone();
+                t.pipeline = match (o.elastic_integration, &o.pipeline) {
+                    (Some(true), None) => Some("_none".into()),
+                    _ => o.pipeline.clone(),
+                };
                 let enc = Encoding::Bulk {
                     namespace: t.namespace.clone(),
                 };
@@ -359,4 +335,29 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
         });
     }
     Ok(outputs)
+}
+
+/// A bulk output's credentials, from the environment or files.
+pub fn bulk_auth(o: &OutputConfig) -> Result<BulkAuth, String> {
+    let password = secret(
+        o.password_env.as_deref(),
+        o.password_file.as_deref(),
+        "password",
+    )?;
+    let api_key = secret(
+        o.api_key_env.as_deref(),
+        o.api_key_file.as_deref(),
+        "api_key",
+    )?;
+    let token = secret(o.token_env.as_deref(), o.token_file.as_deref(), "token")?;
+    match (&o.user, password, api_key, token) {
+        (None, None, None, None) => Ok(BulkAuth::None),
+        (Some(user), Some(password), None, None) => Ok(BulkAuth::Basic {
+            user: user.clone(),
+            password,
+        }),
+        (None, None, Some(k), None) => Ok(BulkAuth::ApiKey(k)),
+        (None, None, None, Some(tok)) => Ok(BulkAuth::Bearer(tok)),
+        _ => Err("give user with a password, an API key, or a token".into()),
+    }
 }

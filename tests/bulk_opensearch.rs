@@ -239,3 +239,43 @@ fn setup_elastic_types_the_fields_and_a_second_run_changes_nothing() {
     let v: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
     assert_eq!(v["items"][0]["create"]["status"], 400, "{v}");
 }
+
+#[test]
+#[ignore = "needs osmem-server (.ci/run installs it and runs this with --ignored)"]
+fn serve_sets_the_cluster_up_at_start_and_checks_for_elastics_integration() {
+    let os = start_osmem();
+    let bulk = format!(
+        r#"[[outputs]]
+name = "opensearch"
+type = "bulk"
+url = "{}"
+setup = true
+retention_days = 3
+plain_indices = true
+elastic_integration = true
+"#,
+        os.url
+    );
+    let mut serve = common::ServeProcess::new("osmem-setup", &bulk);
+    serve.spawn();
+    serve.stop();
+    let log = serve.log();
+    assert!(
+        log.contains("defender-dsm-logs-m365_defender.event: Created"),
+        "{log}"
+    );
+    assert!(log.contains("no ISM plugin"), "{log}");
+    assert!(log.contains("integration is not installed"), "{log}");
+    let t = http(
+        "GET",
+        &format!(
+            "{}/_index_template/defender-dsm-logs-m365_defender.alert",
+            os.url
+        ),
+        None,
+    );
+    assert_eq!(
+        t["index_templates"][0]["index_template"]["index_patterns"][0],
+        "logs-m365_defender.alert-*"
+    );
+}

@@ -12,7 +12,7 @@ use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::replay::{compare_all, find_cases};
-use crate::config::{secret, LogFormat, ServiceConfig};
+use crate::config::{secret, LogFormat, OutputKind, ServiceConfig};
 use crate::inputs::api::{ApiClient, Budget};
 use crate::inputs::auth::TokenProvider;
 use crate::inputs::http::{router, HttpState};
@@ -20,7 +20,8 @@ use crate::inputs::kafka::{KafkaInput, KafkaSettings};
 use crate::inputs::poller::{FeedKind, Poller, TenantSettings};
 use crate::inputs::tls::TlsListener;
 use crate::mapping::{MapOptions, MappingSet};
-use crate::pipeline::{start_outputs, Pipeline};
+use crate::output::elastic_setup::ElasticSetup;
+use crate::pipeline::{bulk_auth, start_outputs, Pipeline};
 use crate::translate::Translator;
 
 #[derive(Args)]
@@ -104,6 +105,7 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
         _ => None,
     };
     let translator = load_translator(&cfg)?;
+    prepare_clusters(&cfg, &translator.mappings).await;
     let outputs = start_outputs(&cfg)?;
     let pipeline = Arc::new(Pipeline::new(translator, outputs));
     let state = Arc::new(HttpState {
@@ -169,6 +171,58 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
         Err(_) => {
             tracing::warn!("grace period over; what was not sent stays in the spools");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Bulk outputs with `setup = true` get their templates and lifecycle policy; those writing
+/// into Elastic's integration have its templates checked. Problems are logged, not fatal: the
+/// outputs spool or dead-letter what the cluster refuses.
+async fn prepare_clusters(cfg: &ServiceConfig, set: &MappingSet) {
+    for o in cfg.outputs.iter().filter(|o| o.kind == OutputKind::Bulk) {
+        let (setup, integration) = (
+            o.setup.unwrap_or(false),
+            o.elastic_integration.unwrap_or(false),
+        );
+        if !setup && !integration {
+            continue;
+        }
+        let url = o.url.as_deref().unwrap_or_default();
+        let client = bulk_auth(o)
+            .map_err(|e| format!("outputs ({}): {e}", o.name))
+            .and_then(|auth| {
+                ElasticSetup::new(url, auth, o.ca.as_deref()).map_err(|e| e.to_string())
+            });
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(output = %o.name, error = %e, "cluster setup");
+                continue;
+            }
+        };
+        if setup {
+            let retention = o.retention_days.unwrap_or(7);
+            let plain = o.plain_indices.unwrap_or(false);
+            match client.run(set, retention, !plain).await {
+                Ok(report) => {
+                    tracing::info!(output = %o.name, cluster = %report.distribution, changes = ?report.lines, "index templates and lifecycle");
+                    if let Some(why) = report.lifecycle_missing {
+                        tracing::warn!(output = %o.name, "{why}");
+                    }
+                }
+                Err(e) => tracing::error!(output = %o.name, error = %e, "cluster setup"),
+            }
+        }
+        if integration {
+            match client.missing_integration_templates().await {
+                Ok(missing) if missing.is_empty() => {}
+                Ok(missing) => {
+                    tracing::warn!(output = %o.name, ?missing, "Elastic's m365_defender integration is not installed (its templates are missing): install it in Kibana (docs/elastic.md) or drop elastic_integration")
+                }
+                Err(e) => {
+                    tracing::error!(output = %o.name, error = %e, "checking the integration's templates")
+                }
+            }
         }
     }
 }

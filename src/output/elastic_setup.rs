@@ -183,6 +183,27 @@ impl ElasticSetup {
     }
 }
 
+impl ElasticSetup {
+    /// The index templates of Elastic's `m365_defender` integration that the cluster lacks.
+    pub async fn missing_integration_templates(&self) -> Result<Vec<String>, OutputError> {
+        let mut missing = Vec::new();
+        for ds in ["alert", "event", "incident", "log", "vulnerability"] {
+            let name = format!("logs-m365_defender.{ds}");
+            let (status, _) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/_index_template/{name}"),
+                    None,
+                )
+                .await?;
+            if status != 200 {
+                missing.push(name);
+            }
+        }
+        Ok(missing)
+    }
+}
+
 /// A lifecycle plugin the cluster does not have.
 pub struct Missing(String);
 
