@@ -84,7 +84,22 @@ fn corpus(realistic: bool) -> Vec<String> {
             wheel.push(&lines[i % lines.len()]);
         }
     }
-    wheel.iter().cycle().take(n).map(|s| (*s).clone()).collect()
+    // BENCH_PUBLIC_IPS=1: the fixtures' documentation addresses (198.51.100.0/24,
+    // 203.0.113.0/24) become addresses MaxMind's test databases know, so lookups really happen.
+    let public = std::env::var("BENCH_PUBLIC_IPS").is_ok_and(|v| v == "1");
+    wheel
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|s| {
+            if public {
+                s.replace("198.51.100.", "81.2.69.")
+                    .replace("203.0.113.", "89.160.20.")
+            } else {
+                (*s).clone()
+            }
+        })
+        .collect()
 }
 
 /// Median seconds of `f` over the rounds.
@@ -102,9 +117,19 @@ fn measure(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // BENCH_GEOIP=<City .mmdb> turns enrichment on (the addresses the mappings mark).
+    let geo = std::env::var("BENCH_GEOIP").ok().map(|p| {
+        let bytes = std::fs::read(&p).expect("GeoIP database");
+        std::sync::Arc::new(
+            defender_dsm::mapping::geo::GeoDb::from_bytes(Some(bytes), None).expect("mmdb"),
+        )
+    });
     let translator = Translator::new(
         MappingSet::embedded().expect("mappings"),
-        MapOptions::default(),
+        MapOptions {
+            geo,
+            ..MapOptions::default()
+        },
         Default::default(),
     );
     // BENCH_CORPUS=realistic (or uniform) runs that corpus alone, e.g. for instruction counts.

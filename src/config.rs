@@ -30,6 +30,19 @@ pub struct ServiceConfig {
     pub tenants: Vec<TenantConfig>,
     /// Event Hubs (Streaming API) consumed through the Kafka endpoint.
     pub kafka: Vec<KafkaConfig>,
+    pub geoip: GeoIpConfig,
+}
+
+/// GeoIP and ASN enrichment of the addresses the mappings mark with `<geo>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpConfig {
+    /// MaxMind City (or Country) database (`.mmdb`): ECS `*.geo.*`.
+    pub city: Option<PathBuf>,
+    /// MaxMind ASN database (`.mmdb`): ECS `*.as.*`.
+    pub asn: Option<PathBuf>,
+    /// Also LEEF keys with each address's country (`srcCountry`, `dstCountry` ...).
+    pub leef: bool,
 }
 
 /// An Event Hubs namespace (or any Kafka cluster) carrying Streaming API messages.
@@ -178,6 +191,7 @@ impl Default for ServiceConfig {
             ],
             tenants: Vec::new(),
             kafka: Vec::new(),
+            geoip: GeoIpConfig::default(),
         }
     }
 }

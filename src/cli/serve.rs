@@ -12,6 +12,7 @@ use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::replay::{compare_all, find_cases};
+use super::translate::load_geo;
 use crate::config::{secret, LogFormat, OutputKind, ServiceConfig};
 use crate::inputs::api::{ApiClient, Budget};
 use crate::inputs::auth::TokenProvider;
@@ -64,7 +65,16 @@ fn init_logging(cfg: &ServiceConfig) -> Result<()> {
     result.map_err(|e| anyhow::anyhow!("logging: {e}"))
 }
 
+/// The mapping set and, when configured, the GeoIP databases (read now: a missing or
+/// unreadable file is an error naming it).
 fn load_translator(cfg: &ServiceConfig) -> Result<Translator> {
+    let mut t = plain_translator(cfg)?;
+    t.map = map_options(cfg)?;
+    Ok(t)
+}
+
+/// The mapping set with default options (as the golden fixtures were made).
+fn plain_translator(cfg: &ServiceConfig) -> Result<Translator> {
     let set = match &cfg.mappings.dir {
         Some(dir) => MappingSet::load_dir(dir)?,
         None => MappingSet::embedded()?,
@@ -74,6 +84,14 @@ fn load_translator(cfg: &ServiceConfig) -> Result<Translator> {
         MapOptions::default(),
         Default::default(),
     ))
+}
+
+fn map_options(cfg: &ServiceConfig) -> Result<MapOptions> {
+    Ok(MapOptions {
+        geo: load_geo(cfg.geoip.city.as_deref(), cfg.geoip.asn.as_deref())?,
+        geo_leef: cfg.geoip.leef,
+        ..MapOptions::default()
+    })
 }
 
 /// The fixtures a reload must replay: the configured directory, else `./fixtures` if present.
@@ -349,8 +367,19 @@ async fn reload_loop(pipeline: Arc<Pipeline>, cfg: ServiceConfig) {
         tracing::warn!("SIGHUP cannot be handled; reload by file change only");
         return;
     };
-    let watched = cfg.mappings.dir.clone().filter(|_| cfg.mappings.watch);
-    let mut seen = watched.as_deref().map(fingerprint);
+    // The mapping files, and the GeoIP databases (replaced by their updater).
+    let mut watched: Vec<PathBuf> = cfg
+        .mappings
+        .dir
+        .clone()
+        .filter(|_| cfg.mappings.watch)
+        .into_iter()
+        .collect();
+    watched.extend(cfg.geoip.city.clone());
+    watched.extend(cfg.geoip.asn.clone());
+    let snapshot =
+        |paths: &[PathBuf]| -> Vec<_> { paths.iter().flat_map(|p| fingerprint(p)).collect() };
+    let mut seen = snapshot(&watched);
     let mut tick = tokio::time::interval(Duration::from_secs(
         cfg.mappings.watch_interval_seconds.max(1),
     ));
@@ -358,12 +387,14 @@ async fn reload_loop(pipeline: Arc<Pipeline>, cfg: ServiceConfig) {
         tokio::select! {
             _ = hup.recv() => {}
             _ = tick.tick() => {
-                let Some(dir) = &watched else { continue };
-                let now = fingerprint(dir);
-                if seen.as_ref() == Some(&now) {
+                if watched.is_empty() {
                     continue;
                 }
-                seen = Some(now);
+                let now = snapshot(&watched);
+                if seen == now {
+                    continue;
+                }
+                seen = now;
             }
         }
         let cfg2 = cfg.clone();
@@ -388,9 +419,10 @@ async fn reload_loop(pipeline: Arc<Pipeline>, cfg: ServiceConfig) {
     }
 }
 
-/// A new translator, if the mappings compile and every fixture replays unchanged.
+/// A new translator, if the mappings compile, the GeoIP databases read, and every fixture
+/// replays unchanged (without enrichment, as the fixtures were made).
 fn candidate(cfg: &ServiceConfig) -> Result<Translator> {
-    let t = load_translator(cfg)?;
+    let mut t = plain_translator(cfg)?;
     match fixtures_dir(cfg) {
         Some(dir) => {
             let cases = find_cases(&dir)?;
@@ -405,12 +437,23 @@ fn candidate(cfg: &ServiceConfig) -> Result<Translator> {
         }
         None => tracing::warn!("no fixtures to replay: the new mappings were only compiled"),
     }
+    t.map = map_options(cfg)?;
     Ok(t)
 }
 
-/// Names, sizes and modification times of the files under `dir`.
+/// Names, sizes and modification times of the files under `dir` (or of the file `dir`).
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
     let mut out = Vec::new();
+    if let Ok(m) = std::fs::metadata(dir) {
+        if m.is_file() {
+            out.push((
+                dir.to_path_buf(),
+                m.len(),
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            ));
+            return out;
+        }
+    }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {

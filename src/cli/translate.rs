@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use super::outputs::{OutputArgs, Outputs};
 use super::{MappingArgs, RenderArgs};
 use crate::event::SourceKind;
+use crate::mapping::geo::GeoDb;
 use crate::mapping::MapOptions;
 use crate::output::file::{FileOutput, FileTarget};
 use crate::output::worker::OutputReport;
@@ -32,6 +33,17 @@ pub struct TranslateArgs {
     /// Put the raw record in ECS event.original.
     #[arg(long)]
     original: bool,
+    /// GeoIP City (or Country) database (MaxMind `.mmdb`) for the addresses mappings mark with
+    /// `<geo>`: ECS `*.geo.*`.
+    #[arg(long, value_name = "MMDB")]
+    geoip_city: Option<PathBuf>,
+    /// GeoIP ASN database (MaxMind `.mmdb`): ECS `*.as.*`.
+    #[arg(long, value_name = "MMDB")]
+    geoip_asn: Option<PathBuf>,
+    /// With a GeoIP database: LEEF keys with each enriched address's country (srcCountry,
+    /// dstCountry, clientCountry, hostCountry).
+    #[arg(long)]
+    geoip_leef: bool,
     /// Keep the m365_defender.* copies of columns also mapped to ECS core fields (Elastic's
     /// `preserve_duplicate_custom_fields` tag; off by default, as in Elastic's pipelines).
     #[arg(long)]
@@ -74,6 +86,8 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
         MapOptions {
             include_original: a.original,
             preserve_duplicates: a.preserve_duplicate_custom_fields,
+            geo: load_geo(a.geoip_city.as_deref(), a.geoip_asn.as_deref())?,
+            geo_leef: a.geoip_leef,
         },
         a.render.options()?,
     );
@@ -127,6 +141,33 @@ pub fn run(a: TranslateArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The GeoIP databases named on the command line or in the config, read now, so that a missing
+/// or unreadable file stops the start naming it.
+pub(super) fn load_geo(
+    city: Option<&std::path::Path>,
+    asn: Option<&std::path::Path>,
+) -> Result<Option<Arc<GeoDb>>> {
+    if city.is_none() && asn.is_none() {
+        return Ok(None);
+    }
+    let read = |p: Option<&std::path::Path>| -> Result<Option<Vec<u8>>> {
+        p.map(|p| std::fs::read(p).with_context(|| format!("GeoIP database {}", p.display())))
+            .transpose()
+    };
+    let db = GeoDb::from_bytes(read(city)?, read(asn)?).map_err(|e| {
+        anyhow::anyhow!(
+            "{e} ({})",
+            [city, asn]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    Ok(Some(Arc::new(db)))
 }
 
 /// `translate --syslog/--bulk ...`: every event to every output; an input is taken once each

@@ -156,6 +156,7 @@ pub fn compile_family(
     let mut device_time = None;
     let mut event_map = None;
     let mut carries = Vec::new();
+    let mut geo_paths: Vec<(String, crate::mapping::xml::Pos)> = Vec::new();
     for el in &root.children {
         match el.name.as_str() {
             "select" => {
@@ -204,6 +205,12 @@ pub fn compile_family(
             "carry" => {
                 if let Some(c) = b.carry(&mut ctx, el, columns) {
                     carries.push(c);
+                }
+            }
+            "geo" => {
+                ctx.allow(el, &["ip"]);
+                if let Some(paths) = ctx.required(el, "ip") {
+                    geo_paths.extend(paths.split_whitespace().map(|p| (p.to_string(), el.pos)));
                 }
             }
             other => ctx.err(
@@ -285,6 +292,13 @@ pub fn compile_family(
     let type_slot = fixed_slot("event.type", &mut ctx);
     let original_slot = fixed_slot("event.original", &mut ctx);
     let error_slot = fixed_slot("error.message", &mut ctx);
+    let mut geo = Vec::new();
+    for (path, pos) in geo_paths {
+        match crate::mapping::geo::GeoSlots::new(&mut b.plan, &path) {
+            Ok(g) => geo.push(g),
+            Err(e) => ctx.err(root, pos, format!("<geo ip=\"{path}\">: {e}")),
+        }
+    }
     b.plan.finish();
     if !ctx.diags.is_empty() {
         return Err(ctx.diags);
@@ -322,6 +336,7 @@ pub fn compile_family(
         type_slot,
         original_slot,
         error_slot,
+        geo,
     })
 }
 

@@ -340,6 +340,8 @@ pub struct Family {
     pub type_slot: usize,
     pub original_slot: usize,
     pub error_slot: usize,
+    /// Addresses to enrich with GeoIP and ASN data (`<geo ip="...">`).
+    pub geo: Vec<crate::mapping::geo::GeoSlots>,
 }
 
 impl Family {

@@ -7,6 +7,7 @@ pub mod coverage;
 mod event_map;
 pub mod family;
 mod fields;
+pub mod geo;
 pub mod path;
 pub mod predicate;
 pub mod scratch;
@@ -37,6 +38,10 @@ pub struct MapOptions {
     /// fields. Elastic's pipelines drop them unless the `preserve_duplicate_custom_fields` tag is
     /// set, and so do we by default.
     pub preserve_duplicates: bool,
+    /// GeoIP and ASN databases for the addresses families mark with `<geo>`.
+    pub geo: Option<std::sync::Arc<geo::GeoDb>>,
+    /// With `geo`: also LEEF keys with each address's country (`srcCountry`, `dstCountry` ...).
+    pub geo_leef: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,7 +335,12 @@ impl MappingSet {
             return self.generic(rec, Outcome::Unmapped(what));
         };
         match family.map(kind, &rec.payload, opts, cache) {
-            Ok(ev) => ev,
+            Ok(mut ev) => {
+                if let (Some(db), false) = (&opts.geo, family.geo.is_empty()) {
+                    geo::enrich(db, &family.geo, &mut ev, opts.geo_leef, cache);
+                }
+                ev
+            }
             Err(reason) => self.generic(
                 rec,
                 Outcome::Failed(format!("family `{}`: {reason}", family.name)),

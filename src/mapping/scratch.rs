@@ -6,7 +6,6 @@ use super::steps::snake_case;
 use crate::json::Json;
 
 /// One translator worker's scratch state. Not shared between threads.
-#[derive(Default)]
 pub struct Scratch {
     parsed: Vec<(usize, Option<Json<'static>>)>,
     shapes: Vec<(usize, Shape)>,
@@ -15,6 +14,26 @@ pub struct Scratch {
     /// their results: a `<group>`'s condition is evaluated once, not once per field.
     conditions_known: u64,
     conditions_true: u64,
+    /// GeoIP answers by address (also the misses), bounded.
+    geo: lru::LruCache<std::net::IpAddr, Option<std::sync::Arc<super::geo::GeoInfo>>>,
+}
+
+/// Addresses whose GeoIP answers a worker keeps.
+const GEO_CACHE: usize = 16_384;
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            parsed: Vec::new(),
+            shapes: Vec::new(),
+            id_buffer: Vec::new(),
+            conditions_known: 0,
+            conditions_true: 0,
+            geo: lru::LruCache::new(
+                std::num::NonZeroUsize::new(GEO_CACHE).unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+        }
+    }
 }
 
 /// The members of the last record of a family, in order, with what each name resolved to.
@@ -26,6 +45,20 @@ pub struct Shape {
 }
 
 impl Scratch {
+    /// The cached answer for `ip`, or `look` asked and its answer kept.
+    pub(super) fn geo(
+        &mut self,
+        ip: std::net::IpAddr,
+        look: impl FnOnce(std::net::IpAddr) -> Option<std::sync::Arc<super::geo::GeoInfo>>,
+    ) -> Option<std::sync::Arc<super::geo::GeoInfo>> {
+        if let Some(hit) = self.geo.get(&ip) {
+            return hit.clone();
+        }
+        let answer = look(ip);
+        self.geo.put(ip, answer.clone());
+        answer
+    }
+
     /// Forgets the JSON parsed for the previous record.
     pub fn clear(&mut self) {
         self.parsed.clear();
