@@ -2,6 +2,8 @@
 //! Apache-2.0): public addresses get `*.geo.*` and `*.as.*`, special ones nothing, LEEF country
 //! keys on request, and a missing database stops the start naming the file.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,4 +97,52 @@ fn leef_country_keys_on_request_and_a_missing_database_names_the_file() {
         err.contains("Cargo.toml") && err.contains("GeoIP City database"),
         "{err}"
     );
+}
+
+#[test]
+fn serve_picks_up_a_replaced_database_without_a_restart() {
+    let mut serve = common::ServeProcess::new(
+        "geoip-reload",
+        "[[outputs]]\nname = \"ecs\"\ntype = \"file\"\npath = \"{dir}/events.ecs.ndjson\"\nformat = \"ecs\"\n\
+         [mappings]\nwatch_interval_seconds = 1\n[geoip]\ncity = \"{dir}/geo.mmdb\"\n",
+    );
+    // First a Country database: no city names.
+    std::fs::copy(db("GeoLite2-Country-Test.mmdb"), serve.dir.join("geo.mmdb")).expect("copy");
+    serve.spawn();
+    let url = format!("http://127.0.0.1:{}/v1/ingest", serve.port);
+    let post = || {
+        let r = common::request(
+            "POST",
+            &url,
+            &[],
+            network_event("10.0.0.1", "81.2.69.142").into_bytes(),
+            None,
+        )
+        .expect("post");
+        assert_eq!(r.status, 202, "{}", r.body);
+    };
+    post();
+    // The updater replaces the file: a new inode, as geoipupdate's rename does.
+    let tmp = serve.dir.join("geo.mmdb.new");
+    std::fs::copy(db("GeoLite2-City-Test.mmdb"), &tmp).expect("copy");
+    std::fs::rename(&tmp, serve.dir.join("geo.mmdb")).expect("rename");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !serve
+        .metrics()
+        .contains("dsm_mapping_reloads_total{result=\"applied\"} 1")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", serve.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    post();
+    serve.stop();
+    let docs: Vec<serde_json::Value> = std::fs::read_to_string(serve.dir.join("events.ecs.ndjson"))
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0]["destination"]["geo"]["country_iso_code"], "GB");
+    assert!(docs[0]["destination"]["geo"].get("city_name").is_none());
+    assert_eq!(docs[1]["destination"]["geo"]["city_name"], "London");
 }
