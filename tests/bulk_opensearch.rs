@@ -194,20 +194,19 @@ fn setup_elastic_types_the_fields_and_a_second_run_changes_nothing() {
     );
     assert!(again.contains("m365_defender.event: Unchanged"), "{again}");
 
-    // Our network events arrive typed: `source.ip` is an ip field.
-    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/device-network-events/outbound-connection.input.json");
+    // Every fixture's events go in under the typed templates (none refused), and the network
+    // events arrive typed: `source.ip` is an ip field.
+    let inputs = fixture_inputs();
+    let total = ecs_documents(&inputs);
     let out = Command::new(BIN)
         .arg("translate")
         .arg(format!("--bulk={}", os.url))
-        .arg(&input)
+        .args(&inputs)
         .output()
         .expect("translate --bulk");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("{total} events delivered")), "{err}");
     let mapping = http(
         "GET",
         &format!("{}/logs-m365_defender.event-default/_mapping", os.url),

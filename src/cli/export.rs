@@ -38,6 +38,10 @@ struct ElasticArgs {
     /// 2.6, some emulators).
     #[arg(long)]
     plain_indices: bool,
+    /// Golden fixtures whose expected ECS documents type the fields copied without a
+    /// conversion.
+    #[arg(long, default_value = "fixtures")]
+    fixtures: PathBuf,
 }
 
 #[derive(Args)]
@@ -66,7 +70,8 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
 fn run_elastic(a: ElasticArgs) -> Result<ExitCode> {
     let set = a.mappings.load()?;
     let policy = elastic::policy_name(a.retention_days);
-    let templates = elastic::templates(&set, Some(&policy), !a.plain_indices);
+    let observed = super::replay::observed_types(Some(&a.fixtures))?;
+    let templates = elastic::templates(&set, Some(&policy), !a.plain_indices, &observed);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let write = |name: String, v: &serde_json::Value| -> Result<()> {
         let path = a.out.join(name);

@@ -310,3 +310,24 @@ fn coverage(set: &MappingSet, results: &[CaseResult]) -> Vec<String> {
     }
     problems
 }
+
+/// The types the fixtures' expected ECS documents show, for index templates; nothing when the
+/// directory is absent.
+pub fn observed_types(dir: Option<&Path>) -> Result<crate::export::elastic::Observed> {
+    let mut seen = crate::export::elastic::Observed::new();
+    let Some(dir) = dir.filter(|d| d.is_dir()) else {
+        return Ok(seen);
+    };
+    for input in find_cases(dir)? {
+        let (_, ecs) = expected_paths(&input);
+        let Ok(text) = std::fs::read_to_string(&ecs) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            let doc: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}", ecs.display(), i + 1))?;
+            crate::export::elastic::observe(&doc, &mut seen);
+        }
+    }
+    Ok(seen)
+}

@@ -221,7 +221,14 @@ async fn prepare_clusters(cfg: &ServiceConfig, set: &MappingSet) {
         if setup {
             let retention = o.retention_days.unwrap_or(7);
             let plain = o.plain_indices.unwrap_or(false);
-            match client.run(set, retention, !plain).await {
+            let observed = match super::replay::observed_types(fixtures_dir(cfg).as_deref()) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "fixtures for field types");
+                    Default::default()
+                }
+            };
+            match client.run(set, retention, !plain, &observed).await {
                 Ok(report) => {
                     tracing::info!(output = %o.name, cluster = %report.distribution, changes = ?report.lines, "index templates and lifecycle");
                     if let Some(why) = report.lifecycle_missing {

@@ -37,6 +37,10 @@ struct ElasticSetupArgs {
     /// 2.6, some emulators).
     #[arg(long)]
     plain_indices: bool,
+    /// Golden fixtures whose expected ECS documents type the fields copied without a
+    /// conversion.
+    #[arg(long, default_value = "fixtures")]
+    fixtures: PathBuf,
     /// Basic authentication user (the password from DEFENDER_DSM_BULK_PASSWORD).
     #[arg(long, env = "DEFENDER_DSM_BULK_USER")]
     user: Option<String>,
@@ -76,7 +80,9 @@ pub fn run(args: SetupArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = runtime.block_on(setup.run(&set, a.retention_days, !a.plain_indices))?;
+    let observed = super::replay::observed_types(Some(&a.fixtures))?;
+    let report =
+        runtime.block_on(setup.run(&set, a.retention_days, !a.plain_indices, &observed))?;
     eprintln!("setup elastic: {}", report.distribution);
     for l in &report.lines {
         eprintln!("  {l}");

@@ -2,7 +2,8 @@
 //! the mapping files: the type of each ECS field comes from the conversion that produces it
 //! (`ip` -> ip, `timestamp` -> date, `int` and counts -> long, `float` -> double, `bool` ->
 //! boolean, string steps -> keyword), so a new mapping field gets its type without hand work.
-//! Fields whose type no conversion fixes (values copied as they come) are left to dynamic mapping.
+//! Fields whose type no conversion fixes (values copied as they come) are typed as the golden
+//! fixtures' expected documents show them ([`observe`]); what neither says maps dynamically.
 
 use std::collections::BTreeMap;
 
@@ -55,8 +56,52 @@ fn wider(a: &'static str, b: &'static str) -> &'static str {
     }
 }
 
-/// The typed ECS fields of the families whose records go to `ds`.
-fn fields(set: &MappingSet, ds: &str) -> (BTreeMap<String, &'static str>, Vec<String>) {
+/// Types seen in documents the mappings produced (the golden fixtures' expected ECS), by path:
+/// what fixes the type of fields that are copied without a conversion.
+pub type Observed = BTreeMap<String, &'static str>;
+
+/// Adds the leaf types of one ECS document to `seen` (strings keyword, integers long, decimals
+/// double, booleans boolean; arrays by their items; values of differing types widen).
+pub fn observe(doc: &Value, seen: &mut Observed) {
+    fn walk(v: &Value, path: &mut String, seen: &mut Observed) {
+        let t = match v {
+            Value::Object(o) => {
+                for (k, child) in o {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    walk(child, path, seen);
+                    path.truncate(len);
+                }
+                return;
+            }
+            Value::Array(items) => {
+                for i in items {
+                    walk(i, path, seen);
+                }
+                return;
+            }
+            Value::String(_) => "keyword",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_f64() => "double",
+            Value::Number(_) => "long",
+            Value::Null => return,
+        };
+        let entry = seen.entry(path.clone()).or_insert(t);
+        *entry = wider(entry, t);
+    }
+    walk(doc, &mut String::new(), seen);
+}
+
+/// The typed ECS fields of the families whose records go to `ds`: from the conversions, then
+/// from what the fixtures show for the families' other targets.
+fn fields(
+    set: &MappingSet,
+    ds: &str,
+    observed: &Observed,
+) -> (BTreeMap<String, &'static str>, Vec<String>) {
     let mut types: BTreeMap<String, &'static str> = BTreeMap::new();
     let mut conflicts = Vec::new();
     types.insert("@timestamp".into(), "date");
@@ -69,6 +114,16 @@ fn fields(set: &MappingSet, ds: &str) -> (BTreeMap<String, &'static str>, Vec<St
         }
         for rule in &fam.rules {
             let Some(t) = type_of(&rule.steps) else {
+                // Copied as it comes: typed as observed, at the path or below it.
+                for target in &rule.targets {
+                    let below = format!("{target}.");
+                    for (path, t) in observed
+                        .range(target.clone()..)
+                        .take_while(|(p, _)| *p == target || p.starts_with(&below))
+                    {
+                        types.entry(path.clone()).or_insert(t);
+                    }
+                }
                 continue;
             };
             for path in &rule.targets {
@@ -131,7 +186,12 @@ pub fn policy_name(retention_days: u32) -> String {
 /// One index template per dataset our families write. `lifecycle`: the ILM policy name
 /// (Elasticsearch) written into the template's settings; OpenSearch attaches ISM policies by
 /// index pattern instead.
-pub fn templates(set: &MappingSet, ilm_policy: Option<&str>, data_streams: bool) -> Vec<Template> {
+pub fn templates(
+    set: &MappingSet,
+    ilm_policy: Option<&str>,
+    data_streams: bool,
+    observed: &Observed,
+) -> Vec<Template> {
     let mut datasets: Vec<&'static str> = SourceKind::ALL
         .into_iter()
         .map(|k| dataset(Some(k)))
@@ -142,7 +202,7 @@ pub fn templates(set: &MappingSet, ilm_policy: Option<&str>, data_streams: bool)
     datasets
         .into_iter()
         .map(|ds| {
-            let (types, conflicts) = fields(set, ds);
+            let (types, conflicts) = fields(set, ds, observed);
             let mut settings = json!({});
             if let Some(p) = ilm_policy {
                 settings["index.lifecycle.name"] = Value::String(p.to_string());
@@ -240,7 +300,12 @@ mod tests {
 
     #[test]
     fn types_come_from_the_conversions() {
-        let t = templates(&set(), Some("p"), true);
+        let mut seen = Observed::new();
+        observe(
+            &json!({"url": {"port": 443, "domain": "x"}, "event": {"duration": 5}}),
+            &mut seen,
+        );
+        let t = templates(&set(), Some("p"), true, &seen);
         let event = t
             .iter()
             .find(|t| t.dataset == "m365_defender.event")
@@ -259,6 +324,9 @@ mod tests {
             "p"
         );
         assert!(t.iter().any(|t| t.dataset == "m365_defender.alert"));
+        // Copied without a conversion: typed as the fixtures show.
+        assert_eq!(props["url"]["properties"]["port"]["type"], "long");
+        assert_eq!(props["url"]["properties"]["domain"]["type"], "keyword");
     }
 
     #[test]
@@ -270,7 +338,7 @@ mod tests {
             json!({})
         );
         assert!(ilm["policy"]["phases"]["hot"]["actions"]["rollover"]["max_age"].is_string());
-        assert!(templates(&set(), None, false)[0]
+        assert!(templates(&set(), None, false, &Observed::new())[0]
             .body
             .get("data_stream")
             .is_none());

@@ -108,6 +108,7 @@ impl ElasticSetup {
         set: &crate::mapping::MappingSet,
         retention_days: u32,
         data_streams: bool,
+        observed: &elastic::Observed,
     ) -> Result<SetupReport, OutputError> {
         let (status, banner) = self.call(reqwest::Method::GET, "/", None).await?;
         if status != 200 {
@@ -129,8 +130,12 @@ impl ElasticSetup {
             ..SetupReport::default()
         };
         let policy = elastic::policy_name(retention_days);
-        let templates =
-            elastic::templates(set, (!opensearch).then_some(policy.as_str()), data_streams);
+        let templates = elastic::templates(
+            set,
+            (!opensearch).then_some(policy.as_str()),
+            data_streams,
+            observed,
+        );
         let datasets: Vec<&str> = templates.iter().map(|t| t.dataset).collect();
         let lifecycle = if opensearch {
             self.put_ism(
