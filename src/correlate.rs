@@ -19,6 +19,8 @@ pub struct Bundle<'t> {
     /// `fetchedDateTime`, set by the input that fetched the lists: the event time of a row
     /// whose CVE and device are both unknown (the lists were fetched at different moments).
     pub fetched: Option<Json<'t>>,
+    /// `tenantId`, set by the poller: the tenant the lists came from, carried into every record.
+    pub tenant: Option<Json<'t>>,
 }
 
 /// The bundle, when `obj` is one: `machinesVulnerabilities` is required, the other lists are
@@ -42,15 +44,14 @@ pub fn take_bundle<'t>(obj: &mut Members<'t>) -> Option<Bundle<'t>> {
         take("machines"),
         take("machinesVulnerabilities"),
     );
-    let fetched = obj
-        .iter()
-        .find(|(k, _)| k == "fetchedDateTime")
-        .map(|(_, v)| v.clone());
+    let member = |name: &str| obj.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (fetched, tenant) = (member("fetchedDateTime"), member("tenantId"));
     Some(Bundle {
         vulnerabilities,
         machines,
         rows,
         fetched,
+        tenant,
     })
 }
 
@@ -62,6 +63,7 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
         machines,
         rows,
         fetched,
+        tenant,
     } = bundle;
     let by_id = |items: Vec<Json<'t>>| -> HashMap<String, Members<'t>> {
         items
@@ -135,6 +137,9 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
             if let Some(t) = &fetched {
                 record.push((Cow::Borrowed("fetchedDateTime"), t.clone()));
             }
+            if let Some(t) = &tenant {
+                record.push((Cow::Borrowed("tenantId"), t.clone()));
+            }
             record.push((Cow::Borrowed("affectedMachine"), Json::Object(affected)));
             Some(Json::Object(record))
         })
@@ -146,6 +151,9 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
         if let Some(mut v) = vulnerabilities.get(&id).cloned() {
             if let Some(t) = &fetched {
                 v.push((Cow::Borrowed("fetchedDateTime"), t.clone()));
+            }
+            if let Some(t) = &tenant {
+                v.push((Cow::Borrowed("tenantId"), t.clone()));
             }
             out.push(Json::Object(v));
             named.insert(id);

@@ -203,6 +203,21 @@ fn every_seeded_item_arrives_once_across_faults_and_a_restart_while_paging() {
     let (cats, distinct) = svc.by_category();
     assert_eq!(cats, want, "{}", svc.log());
     assert!(distinct, "every event once");
+    // The tenant travels into events whose API does not say it.
+    for (cat, n) in [("SiemApiAlert", 10), ("Vulnerability", 4)] {
+        let lines: Vec<String> = svc
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains(&format!("cat={cat}\t")))
+            .collect();
+        assert_eq!(lines.len(), n, "{cat}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains("\tTenantId=3f1e7a52-9c0d-4b8e-a1f3-5d2c7e9b4a10")),
+            "{cat}: {lines:?}"
+        );
+    }
     let requests = api.shared.requests.lock().expect("requests").clone();
     assert!(
         requests.len() > 21,

@@ -322,6 +322,7 @@ fn start_pollers(
         });
         let settings = TenantSettings {
             name: t.name.clone(),
+            tenant_id: t.tenant_id.clone(),
             graph_url: t.graph_url.trim_end_matches('/').to_string(),
             mde_url: t.mde_url.trim_end_matches('/').to_string(),
             siem_url: t.siem_url.trim_end_matches('/').to_string(),

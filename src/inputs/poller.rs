@@ -71,6 +71,8 @@ impl FeedKind {
 #[derive(Debug, Clone)]
 pub struct TenantSettings {
     pub name: String,
+    /// The Entra tenant id, carried into records that do not say it.
+    pub tenant_id: String,
     pub graph_url: String,
     pub mde_url: String,
     pub siem_url: String,
@@ -293,6 +295,15 @@ impl Poller {
             let mut fresh = Vec::new();
             let mut taken_keys = Vec::new();
             for mut item in items {
+                // The SIEM API's detections do not say their tenant: the poller knows it.
+                if let Some(o) = item.as_object_mut() {
+                    if !o.contains_key("tenantId") && !o.contains_key("aadTenantId") {
+                        o.insert(
+                            "tenantId".into(),
+                            serde_json::Value::String(self.tenant.tenant_id.clone()),
+                        );
+                    }
+                }
                 let id = item[feed.id_field].as_str().unwrap_or_default().to_string();
                 let time = item[feed.time_field]
                     .as_str()
@@ -395,6 +406,7 @@ impl Poller {
             "machines": machines,
             "machinesVulnerabilities": rows,
             "fetchedDateTime": fetched,
+            "tenantId": self.tenant.tenant_id,
         });
         let n = self
             .ingest(bundle.to_string(), SourceKind::MdeVulnerability)
