@@ -31,17 +31,24 @@ struct ElasticArgs {
     /// Directory to write the files into (created if missing).
     #[arg(long, default_value = "elastic-content")]
     out: PathBuf,
+    #[command(flatten)]
+    templates: TemplateArgs,
+}
+
+/// What the Elasticsearch/OpenSearch templates and policies are made of.
+#[derive(Args)]
+pub(super) struct TemplateArgs {
     /// Days data is kept before the lifecycle policy deletes it.
     #[arg(long, default_value_t = 7)]
-    retention_days: u32,
+    pub retention_days: u32,
     /// Plain indices instead of data streams, for clusters without them (OpenSearch before
     /// 2.6, some emulators).
     #[arg(long)]
-    plain_indices: bool,
+    pub plain_indices: bool,
     /// Golden fixtures whose expected ECS documents type the fields copied without a
     /// conversion.
     #[arg(long, default_value = "fixtures")]
-    fixtures: PathBuf,
+    pub fixtures: PathBuf,
 }
 
 #[derive(Args)]
@@ -69,9 +76,9 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
 /// `ism-policy.json` (OpenSearch).
 fn run_elastic(a: ElasticArgs) -> Result<ExitCode> {
     let set = a.mappings.load()?;
-    let policy = elastic::policy_name(a.retention_days);
-    let observed = super::replay::observed_types(Some(&a.fixtures))?;
-    let templates = elastic::templates(&set, Some(&policy), !a.plain_indices, &observed);
+    let policy = elastic::policy_name(a.templates.retention_days);
+    let observed = super::replay::observed_types(Some(&a.templates.fixtures))?;
+    let templates = elastic::templates(&set, Some(&policy), !a.templates.plain_indices, &observed);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let write = |name: String, v: &serde_json::Value| -> Result<()> {
         let path = a.out.join(name);
@@ -86,17 +93,21 @@ fn run_elastic(a: ElasticArgs) -> Result<ExitCode> {
     }
     write(
         format!("ilm-policy-{policy}.json"),
-        &elastic::ilm_policy(a.retention_days),
+        &elastic::ilm_policy(a.templates.retention_days),
     )?;
     let datasets: Vec<&str> = templates.iter().map(|t| t.dataset).collect();
     write(
         format!("ism-policy-{policy}.json"),
-        &elastic::ism_policy(a.retention_days, &datasets, !a.plain_indices),
+        &elastic::ism_policy(
+            a.templates.retention_days,
+            &datasets,
+            !a.templates.plain_indices,
+        ),
     )?;
     eprintln!(
         "export elastic: {} index templates, ILM and ISM policies ({} days) in {}",
         templates.len(),
-        a.retention_days,
+        a.templates.retention_days,
         a.out.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -65,23 +65,8 @@ pub struct OutputArgs {
     /// Data stream namespace: documents go to logs-<dataset>-<namespace>.
     #[arg(long, default_value = "default")]
     bulk_namespace: String,
-    /// Basic authentication user (the password from DEFENDER_DSM_BULK_PASSWORD).
-    #[arg(long, env = "DEFENDER_DSM_BULK_USER")]
-    bulk_user: Option<String>,
-    #[arg(
-        long,
-        env = "DEFENDER_DSM_BULK_PASSWORD",
-        hide_env_values = true,
-        hide = true
-    )]
-    bulk_password: Option<String>,
-    /// API key authentication: the base64 id:key (set DEFENDER_DSM_BULK_API_KEY rather than
-    /// the option, which other users can see in the process list).
-    #[arg(long, env = "DEFENDER_DSM_BULK_API_KEY", hide_env_values = true)]
-    bulk_api_key: Option<String>,
-    /// Bearer token authentication (better from DEFENDER_DSM_BULK_TOKEN).
-    #[arg(long, env = "DEFENDER_DSM_BULK_TOKEN", hide_env_values = true)]
-    bulk_token: Option<String>,
+    #[command(flatten)]
+    bulk_auth: BulkAuthArgs,
     /// PEM file of the CA that signed the cluster's certificate (default: the system's roots).
     #[arg(long)]
     bulk_ca: Option<PathBuf>,
@@ -112,6 +97,53 @@ pub struct OutputArgs {
     /// lost) or drop-oldest (make room by giving up the oldest events, counted).
     #[arg(long, value_enum, default_value = "block")]
     spool_full: FullArg,
+}
+
+/// How a bulk output (or `setup elastic`) proves who it is; secrets better from the environment,
+/// which other users cannot read in the process list.
+#[derive(Args, Clone)]
+pub struct BulkAuthArgs {
+    /// Basic authentication user (the password from DEFENDER_DSM_BULK_PASSWORD).
+    #[arg(long, env = "DEFENDER_DSM_BULK_USER")]
+    bulk_user: Option<String>,
+    #[arg(
+        long,
+        env = "DEFENDER_DSM_BULK_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
+    bulk_password: Option<String>,
+    /// API key authentication: the base64 id:key (better from DEFENDER_DSM_BULK_API_KEY).
+    #[arg(long, env = "DEFENDER_DSM_BULK_API_KEY", hide_env_values = true)]
+    bulk_api_key: Option<String>,
+    /// Bearer token authentication (better from DEFENDER_DSM_BULK_TOKEN).
+    #[arg(long, env = "DEFENDER_DSM_BULK_TOKEN", hide_env_values = true)]
+    bulk_token: Option<String>,
+}
+
+impl BulkAuthArgs {
+    pub fn auth(&self) -> Result<BulkAuth> {
+        Ok(
+            match (
+                &self.bulk_user,
+                &self.bulk_password,
+                &self.bulk_api_key,
+                &self.bulk_token,
+            ) {
+                (None, None, None, None) => BulkAuth::None,
+                (Some(user), Some(password), None, None) => BulkAuth::Basic {
+                    user: user.clone(),
+                    password: password.clone(),
+                },
+                (Some(_), None, None, None) => {
+                    anyhow::bail!("--bulk-user: set the password in DEFENDER_DSM_BULK_PASSWORD")
+                }
+                (None, None, Some(key), None) => BulkAuth::ApiKey(key.clone()),
+                (None, None, None, Some(token)) => BulkAuth::Bearer(token.clone()),
+                _ => anyhow::bail!("give one of user and password, an API key or a bearer token"),
+            },
+        )
+    }
 }
 
 /// Events encoded per output before they are handed over.
@@ -149,26 +181,7 @@ impl OutputArgs {
 
     fn bulk_target(&self, url: &str) -> Result<BulkTarget> {
         let mut t = BulkTarget::new(url)?;
-        t.auth = match (
-            &self.bulk_user,
-            &self.bulk_password,
-            &self.bulk_api_key,
-            &self.bulk_token,
-        ) {
-            (None, None, None, None) => BulkAuth::None,
-            (Some(user), Some(password), None, None) => BulkAuth::Basic {
-                user: user.clone(),
-                password: password.clone(),
-            },
-            (Some(_), None, None, None) => {
-                anyhow::bail!("--bulk-user: set the password in DEFENDER_DSM_BULK_PASSWORD")
-            }
-            (None, None, Some(key), None) => BulkAuth::ApiKey(key.clone()),
-            (None, None, None, Some(token)) => BulkAuth::Bearer(token.clone()),
-            _ => anyhow::bail!(
-                "bulk output: give one of user and password, an API key or a bearer token"
-            ),
-        };
+        t.auth = self.bulk_auth.auth()?;
         if !self
             .bulk_namespace
             .chars()
