@@ -323,3 +323,41 @@ fn a_wrong_secret_is_reported_and_nothing_is_lost() {
     );
     assert!(svc.lines().is_empty());
 }
+
+#[test]
+fn between_full_syncs_the_vulnerability_changes_come_once() {
+    let api = MsApi::start(
+        seed(0, 0, 0, 0),
+        Faults::default(),
+        "s3cret",
+        Duration::from_secs(3600),
+    );
+    let mut svc = Service::new("delta", &api, r#""mde-vulnerabilities""#);
+    svc.start();
+    svc.wait_for(|c| c.get("Vulnerability") == Some(&4), 30);
+    // A device fixes a CVE: the change appears in the delta export.
+    let mut row = fixture("mde-vulnerability/delta-page-camel-case.input.json")["value"][0].clone();
+    row["eventTimestamp"] = Value::String(ago(1));
+    row["status"] = Value::String("Fixed".into());
+    api.shared.data.lock().expect("data").changes.push(row);
+    svc.wait_for(|c| c.get("SoftwareVulnerability") == Some(&1), 30);
+    std::thread::sleep(Duration::from_secs(3));
+    svc.stop();
+    let (cats, distinct) = svc.by_category();
+    assert_eq!(
+        cats.get("SoftwareVulnerability"),
+        Some(&1),
+        "once: {cats:?}"
+    );
+    assert_eq!(
+        cats.get("Vulnerability"),
+        Some(&4),
+        "one full sync: {cats:?}"
+    );
+    assert!(distinct);
+    let requests = api.shared.requests.lock().expect("requests").clone();
+    assert!(
+        requests.iter().filter(|r| *r == "changes").count() >= 2,
+        "{requests:?}"
+    );
+}

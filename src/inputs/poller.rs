@@ -113,7 +113,9 @@ impl Poller {
                 return;
             }
             let result = match self.feed {
-                FeedKind::MdeVulnerabilities => self.full_sync(&file).await.map(|_| Sweep::Done),
+                FeedKind::MdeVulnerabilities => {
+                    self.full_sync(&file, &stop).await.map(|_| Sweep::Done)
+                }
                 _ => self.sweep(&file, &stop).await,
             };
             let labels = [
@@ -187,7 +189,8 @@ impl Poller {
                 fallback: None,
                 audience: graph,
                 source: SourceKind::GraphAlert,
-                siem: false,
+                since_param: None,
+                bare_array: false,
             },
             FeedKind::GraphIncidents => Incremental {
                 url: format!("{}/v1.0/security/incidents", t.graph_url),
@@ -200,7 +203,8 @@ impl Poller {
                 fallback: Some(vec![("$top", t.incidents_top.min(50).to_string())]),
                 audience: graph,
                 source: SourceKind::GraphIncident,
-                siem: false,
+                since_param: None,
+                bare_array: false,
             },
             FeedKind::MdeAlerts => Incremental {
                 url: format!("{}/api/alerts", t.mde_url),
@@ -213,9 +217,25 @@ impl Poller {
                 fallback: None,
                 audience: mde,
                 source: SourceKind::MdeAlert,
-                siem: false,
+                since_param: None,
+                bare_array: false,
             },
-            _ => Incremental {
+            // Between full syncs: the changes since the last one (data generated every 6 h).
+            FeedKind::MdeVulnerabilities => Incremental {
+                url: format!(
+                    "{}/api/machines/SoftwareVulnerabilityChangesByMachine",
+                    t.mde_url
+                ),
+                time_field: "eventTimestamp",
+                id_field: "id",
+                query: vec![("pageSize", t.mde_top.to_string())],
+                fallback: None,
+                audience: mde,
+                source: SourceKind::MdeVulnerability,
+                since_param: Some("sinceTime"),
+                bare_array: false,
+            },
+            FeedKind::SiemAlerts => Incremental {
                 url: format!("{}/api/alerts", t.siem_url),
                 time_field: "LastProcessedTimeUtc",
                 id_field: "FullId",
@@ -223,7 +243,8 @@ impl Poller {
                 fallback: None,
                 audience: Audience::Resource("https://graph.windows.net".into()),
                 source: SourceKind::SiemAlert,
-                siem: true,
+                since_param: Some("sinceTimeUtc"),
+                bare_array: true,
             },
         }
     }
@@ -287,7 +308,7 @@ impl Poller {
                     reason: format!("not JSON: {e}"),
                 })
             })?;
-            let items = if feed.siem {
+            let items = if feed.bare_array {
                 page.as_array().cloned().unwrap_or_default()
             } else {
                 page["value"].as_array().cloned().unwrap_or_default()
@@ -326,7 +347,7 @@ impl Poller {
             }
             if !fresh.is_empty() {
                 let n = fresh.len() as u64;
-                let text = if feed.siem {
+                let text = if feed.bare_array {
                     serde_json::Value::Array(fresh).to_string()
                 } else {
                     serde_json::json!({ "value": fresh }).to_string()
@@ -377,13 +398,29 @@ impl Poller {
         Ok(Sweep::Done)
     }
 
-    /// The vulnerability snapshot, when the last one is older than the sync interval.
-    async fn full_sync(&self, file: &CheckpointFile) -> Result<(), PollError> {
+    /// The vulnerability snapshot when the last one is older than the sync interval, else the
+    /// changes since (the delta export), swept like the alerts with a cursor of their own.
+    async fn full_sync(
+        &self,
+        file: &CheckpointFile,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), PollError> {
         let mut cp = file.load().map_err(PollError::Cursor)?;
         let now = now_nanos();
         if let Some(last) = cp.last_full_sync.as_deref().and_then(Timestamp::parse) {
             if now - last.unix_nanos() < self.tenant.full_sync_interval.as_nanos() as i64 {
-                return Ok(());
+                let delta = CheckpointFile::new(
+                    &self.cursors,
+                    &self.tenant.name,
+                    "mde-vulnerabilities-delta",
+                );
+                let mut dcp = delta.load().map_err(PollError::Cursor)?;
+                if dcp.watermark.is_none() {
+                    // Changes older than the snapshot are in it already.
+                    dcp.watermark = cp.last_full_sync.clone();
+                    delta.save(&dcp).map_err(PollError::Cursor)?;
+                }
+                return self.sweep(&delta, stop).await.map(|_| ());
             }
         }
         let base = &self.tenant.mde_url;
@@ -463,8 +500,10 @@ struct Incremental {
     fallback: Option<Vec<(&'static str, String)>>,
     audience: Audience,
     source: SourceKind,
-    /// The SIEM API: `sinceTimeUtc`, a bare array.
-    siem: bool,
+    /// A query parameter for the start time (`sinceTimeUtc`, `sinceTime`) instead of `$filter`.
+    since_param: Option<&'static str>,
+    /// The response is a bare array (the SIEM API), not `{"value": [...]}`.
+    bare_array: bool,
 }
 
 impl Incremental {
@@ -475,11 +514,10 @@ impl Incremental {
         };
         {
             let mut q = url.query_pairs_mut();
-            if self.siem {
-                q.append_pair("sinceTimeUtc", from);
-            } else {
-                q.append_pair("$filter", &format!("{} ge {from}", self.time_field));
-            }
+            match self.since_param {
+                Some(p) => q.append_pair(p, from),
+                None => q.append_pair("$filter", &format!("{} ge {from}", self.time_field)),
+            };
             for (k, v) in query {
                 q.append_pair(k, v);
             }

@@ -28,6 +28,8 @@ pub struct Data {
     pub vulnerabilities: Vec<Value>,
     pub machines: Vec<Value>,
     pub machine_vulnerabilities: Vec<Value>,
+    /// `SoftwareVulnerabilityChangesByMachine` rows (with `eventTimestamp`).
+    pub changes: Vec<Value>,
 }
 
 #[derive(Default)]
@@ -110,6 +112,10 @@ impl MsApi {
                     .route(
                         "/api/vulnerabilities/machinesVulnerabilities",
                         get(machine_vulnerabilities),
+                    )
+                    .route(
+                        "/api/machines/SoftwareVulnerabilityChangesByMachine",
+                        get(changes),
                     )
                     .with_state(state);
                 let _ = axum::serve(listener, app)
@@ -482,4 +488,37 @@ async fn machine_vulnerabilities(
     }
     let items = s.data.lock().expect("data").machine_vulnerabilities.clone();
     plain(&q, &items, 10_000)
+}
+
+/// The delta export: rows changed since `sinceTime` (required), `pageSize` per page, nextLink.
+async fn changes(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Q) -> Response {
+    if let Err(r) = gate(&s, &headers, "changes".into()).await {
+        return r;
+    }
+    let Some(since) = q.get("sinceTime") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MissingRequiredParameter",
+            "sinceTime",
+        );
+    };
+    let mut odata: HashMap<String, String> = HashMap::new();
+    odata.insert("$filter".into(), format!("eventTimestamp ge {since}"));
+    if let Some(n) = q.get("pageSize") {
+        odata.insert("$top".into(), n.clone());
+    }
+    if let Some(skip) = q.get("$skip") {
+        odata.insert("$skip".into(), skip.clone());
+    }
+    let items = s.data.lock().expect("data").changes.clone();
+    page(
+        &base(
+            &headers,
+            "/api/machines/SoftwareVulnerabilityChangesByMachine",
+        ),
+        &odata,
+        &items,
+        "eventTimestamp",
+        200_000,
+    )
 }
