@@ -1,10 +1,12 @@
 //! Where translated events go. Outputs do the I/O (sockets, files); what they send comes from
 //! the pure `format` module.
 
+pub mod batch;
 pub mod bulk;
 pub mod dead_letter;
 pub mod elastic_setup;
 pub mod file;
+mod sink;
 pub mod spool;
 pub mod syslog;
 pub mod worker;

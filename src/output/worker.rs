@@ -1,5 +1,6 @@
 //! `OutputWorker`: one task per output, behind a bounded queue, between the producers
-//! (`translate`, later the service's inputs) and an endpoint.
+//! (`translate`, the service's inputs) and an endpoint; the encoding is in `batch`, the
+//! delivery in `sink`.
 //!
 //! A producer encodes its events for the output ([`Batch::add`]) and submits the batch; the
 //! answer comes once the batch is durable: appended to the output's spool and synced, or, for
@@ -22,15 +23,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::bulk::{encode_entry, BulkOutput, ItemResult};
-use super::dead_letter::{encode_meta, DeadLetters};
+pub use super::batch::{Batch, Encoding};
+use super::bulk::BulkOutput;
+use super::dead_letter::DeadLetters;
 use super::file::{FileOutput, FileTarget};
+use super::sink::Sink;
 use super::spool::{Spool, SpoolError};
-use super::syslog::{SyslogOutput, SyslogTarget};
+use super::syslog::SyslogTarget;
 use super::{backoff, OutputError};
-use crate::event::RawRecord;
-use crate::format::{render_ecs, render_leef_within, Fit, RenderOptions};
-use crate::mapping::MappedEvent;
 
 /// What a full spool does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,73 +52,6 @@ pub struct SpoolSettings {
     pub max_bytes: u64,
     pub segment_bytes: u64,
     pub full: FullPolicy,
-}
-
-/// How events are encoded for an output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encoding {
-    /// Syslog header + LEEF, within this many bytes.
-    Leef { max: usize },
-    /// A `_bulk` entry (see [`super::bulk`]).
-    Bulk { namespace: String },
-    /// An ECS document.
-    Ecs,
-}
-
-/// Events of one submission, encoded for one output, in input order.
-#[derive(Default)]
-pub struct Batch {
-    pub events: Vec<Vec<u8>>,
-    /// Events that could not be encoded for this output: reason and metadata line.
-    pub refused: Vec<(String, Vec<u8>)>,
-    /// LEEF events whose values were trimmed to fit.
-    pub trimmed: u64,
-}
-
-impl Batch {
-    pub fn add(
-        &mut self,
-        encoding: &Encoding,
-        ev: &MappedEvent,
-        rec: &RawRecord,
-        render: &RenderOptions,
-        mapping_version: &str,
-    ) {
-        let mut out = Vec::new();
-        match encoding {
-            Encoding::Leef { max } => match render_leef_within(ev, render, *max, &mut out) {
-                Fit::Whole => self.events.push(out),
-                Fit::Trimmed(_) => {
-                    self.trimmed += 1;
-                    self.events.push(out);
-                }
-                Fit::TooLarge => {
-                    out.clear();
-                    encode_meta(ev, rec, mapping_version, &mut out);
-                    self.refused.push((
-                        format!("the LEEF event does not fit in {max} bytes even with its values trimmed"),
-                        out,
-                    ));
-                }
-            },
-            Encoding::Bulk { namespace } => {
-                encode_entry(ev, rec, namespace, mapping_version, &mut out);
-                self.events.push(out);
-            }
-            Encoding::Ecs => {
-                render_ecs(ev, &mut out);
-                self.events.push(out);
-            }
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.events.len() + self.refused.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What an output did, for the run's summary (and later the metrics).
@@ -337,104 +270,6 @@ impl OutputHandle {
             down: Some(format!("the output's task failed: {e}")),
             ..OutputReport::default()
         })
-    }
-}
-
-enum Sink {
-    Syslog(SyslogTarget, Option<SyslogOutput>),
-    Bulk(BulkOutput),
-    File(FileOutput),
-}
-
-impl Sink {
-    /// Delivers `events` in order. Returns how many from the front are done (delivered, or
-    /// refused for good and dead-lettered) and, if it stopped early, why.
-    async fn deliver(
-        &mut self,
-        events: &[&[u8]],
-        dead: &mut DeadLetters,
-        report: &mut OutputReport,
-    ) -> (usize, Option<String>) {
-        match self {
-            Sink::Syslog(target, conn) => {
-                let sent = async {
-                    if conn.is_none() {
-                        *conn = Some(SyslogOutput::connect(target.clone()).await?);
-                    }
-                    let Some(out) = conn.as_mut() else {
-                        return Err(OutputError::Config("no connection".into()));
-                    };
-                    out.ensure_open().await?;
-                    for ev in events {
-                        out.send(ev).await?;
-                    }
-                    out.flush().await
-                }
-                .await;
-                match sent {
-                    Ok(()) => {
-                        report.delivered += events.len() as u64;
-                        report.bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
-                        (events.len(), None)
-                    }
-                    Err(e) => {
-                        // What went into a connection that then failed is not known to have
-                        // arrived: all of it is sent again (at least once).
-                        if let Some(c) = conn.take() {
-                            report.reconnects += c.reconnects + 1;
-                        }
-                        (0, Some(e.to_string()))
-                    }
-                }
-            }
-            Sink::Bulk(out) => {
-                let mut done = Vec::with_capacity(events.len());
-                let result = out.send(events, &mut done).await;
-                for (entry, r) in events.iter().zip(&done) {
-                    match r {
-                        ItemResult::Delivered => {
-                            report.delivered += 1;
-                            report.bytes += super::bulk::wire_part(entry).len() as u64;
-                        }
-                        ItemResult::Duplicate => {
-                            report.delivered += 1;
-                            report.duplicates += 1;
-                        }
-                        ItemResult::Rejected(reason) => {
-                            let meta = entry.splitn(3, |&b| b == b'\n').nth(2).unwrap_or_default();
-                            if let Err(e) = dead.add(reason, meta) {
-                                return (0, Some(e.to_string()));
-                            }
-                            report.dead_lettered += 1;
-                        }
-                    }
-                }
-                if let Err(e) = dead.sync() {
-                    return (0, Some(e.to_string()));
-                }
-                (done.len(), result.err().map(|e| e.to_string()))
-            }
-            Sink::File(out) => {
-                let written = events
-                    .iter()
-                    .try_for_each(|ev| out.write_line(ev))
-                    .and_then(|()| out.sync());
-                match written {
-                    Ok(()) => {
-                        report.delivered += events.len() as u64;
-                        report.bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
-                        (events.len(), None)
-                    }
-                    Err(e) => (0, Some(e.to_string())),
-                }
-            }
-        }
-    }
-
-    async fn close(self) {
-        if let Sink::Syslog(_, Some(c)) = self {
-            let _ = c.close().await;
-        }
     }
 }
 
