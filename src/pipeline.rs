@@ -157,10 +157,11 @@ impl Pipeline {
     }
 
     /// Takes one payload: decoded and encoded off the async threads, then handed to every
-    /// output; returns once every output has it sent or spooled.
+    /// output; returns once every output has it sent or spooled. The body is shared, so a
+    /// caller that tries again (a full spool) does not copy it.
     pub async fn ingest(
         self: &Arc<Self>,
-        text: String,
+        text: Arc<String>,
         origin: &str,
         input: &'static str,
         forced: Option<SourceKind>,

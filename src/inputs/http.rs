@@ -136,7 +136,11 @@ async fn take(s: &HttpState, q: IngestQuery, headers: &HeaderMap, body: Body) ->
             );
         }
     };
-    match s.pipeline.ingest(text, "body", "http", forced).await {
+    match s
+        .pipeline
+        .ingest(Arc::new(text), "body", "http", forced)
+        .await
+    {
         Ok(taken) => {
             let body = serde_json::json!({ "accepted": taken.records }).to_string();
             (

@@ -273,7 +273,7 @@ impl Taker {
     async fn take(&self, body: Vec<u8>, topic: &str, partition: i32, offset: i64) -> u64 {
         let origin = format!("{topic}/{partition}@{offset}");
         let text = match String::from_utf8(body) {
-            Ok(t) => t,
+            Ok(t) => Arc::new(t),
             Err(e) => {
                 let reason = format!("not UTF-8: {e}");
                 self.dead_letter(topic, partition, offset, &reason, e.as_bytes());

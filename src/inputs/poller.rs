@@ -159,6 +159,7 @@ impl Poller {
     }
 
     async fn ingest(&self, text: String, source: SourceKind) -> Result<u64, PollError> {
+        let text = Arc::new(text);
         // A full spool clears when its endpoint returns: the page waits, it is not skipped.
         loop {
             match self
