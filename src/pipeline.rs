@@ -16,7 +16,7 @@ use crate::output::syslog::{Framing, SyslogTarget, TlsSettings};
 use crate::output::worker::{
     Batch, Encoding, Endpoint, FullPolicy, OutputHandle, OutputReport, Refused, SpoolSettings,
 };
-use crate::output::{dir_name, OutputError};
+use crate::output::OutputError;
 use crate::telemetry::Telemetry;
 use crate::translate::{Counts, Translator};
 
@@ -313,14 +313,13 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
                 (enc, Endpoint::File(t))
             }
         };
-        let spool = (o.kind != OutputKind::File).then(|| SpoolSettings {
-            dir: cfg.data_dir.join("spool").join(dir_name(&o.name)),
-            max_bytes: o.spool_max_bytes.unwrap_or(1 << 30),
-            segment_bytes: 64 << 20,
-            full: match o.spool_full.unwrap_or(FullConfig::Block) {
+        let spool = (o.kind != OutputKind::File).then(|| {
+            let full = match o.spool_full.unwrap_or(FullConfig::Block) {
                 FullConfig::Block => FullPolicy::Block,
                 FullConfig::DropOldest => FullPolicy::DropOldest,
-            },
+            };
+            let max = o.spool_max_bytes.unwrap_or(1 << 30);
+            SpoolSettings::in_data_dir(&cfg.data_dir, &o.name, max, full)
         });
         let (handle, _) = OutputHandle::start(
             o.name.clone(),

@@ -92,6 +92,15 @@ pub const METRICS: &[(&str, &str, &str)] = &[
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A sample's key: a declared metric and its labels.
+fn key(metric: &'static str, labels: &[(&'static str, &str)]) -> (&'static str, Labels) {
+    debug_assert!(METRICS.iter().any(|(m, _, _)| *m == metric));
+    (
+        metric,
+        labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+    )
+}
+
 #[derive(Default)]
 pub struct Telemetry {
     counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
@@ -100,25 +109,15 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn add(&self, metric: &'static str, labels: &[(&'static str, &str)], n: u64) {
-        debug_assert!(METRICS.iter().any(|(m, _, _)| *m == metric));
-        let key = (
-            metric,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry(key).or_default() += n;
+            *c.entry(key(metric, labels)).or_default() += n;
         }
     }
 
     /// Sets a gauge.
     pub fn set(&self, metric: &'static str, labels: &[(&'static str, &str)], v: u64) {
-        debug_assert!(METRICS.iter().any(|(m, _, _)| *m == metric));
-        let key = (
-            metric,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
         if let Ok(mut c) = self.counters.lock() {
-            c.insert(key, v);
+            c.insert(key(metric, labels), v);
         }
     }
 

@@ -14,7 +14,7 @@ use crate::output::syslog::{Framing, SyslogTarget, TlsSettings};
 use crate::output::worker::{
     Batch, Encoding, Endpoint, FullPolicy, OutputHandle, OutputReport, Pending, SpoolSettings,
 };
-use crate::output::{dir_name, OutputError};
+use crate::output::OutputError;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum FullArg {
@@ -240,15 +240,14 @@ impl Outputs {
         let mut handles = Vec::new();
         let _guard = runtime.enter();
         for (name, enc, endpoint) in endpoints {
-            let spool = args.data_dir.as_ref().map(|d| SpoolSettings {
-                dir: d.join("spool").join(dir_name(&name)),
-                max_bytes: args.spool_max_bytes,
-                segment_bytes: 64 << 20,
-                full: match args.spool_full {
-                    FullArg::Block => FullPolicy::Block,
-                    FullArg::DropOldest => FullPolicy::DropOldest,
-                },
-            });
+            let full = match args.spool_full {
+                FullArg::Block => FullPolicy::Block,
+                FullArg::DropOldest => FullPolicy::DropOldest,
+            };
+            let spool = args
+                .data_dir
+                .as_ref()
+                .map(|d| SpoolSettings::in_data_dir(d, &name, args.spool_max_bytes, full));
             let dead = args.data_dir.as_ref().map(|d| d.join("dead-letters"));
             let (handle, recovered) =
                 OutputHandle::start(name.clone(), enc, endpoint, spool, dead, QUEUE)?;

@@ -54,6 +54,24 @@ pub struct SpoolSettings {
     pub full: FullPolicy,
 }
 
+impl SpoolSettings {
+    /// The spool of output `name` under the data directory (`<dir>/spool/<name>`), in 64 MB
+    /// segments.
+    pub fn in_data_dir(
+        data_dir: &std::path::Path,
+        name: &str,
+        max_bytes: u64,
+        full: FullPolicy,
+    ) -> SpoolSettings {
+        SpoolSettings {
+            dir: data_dir.join("spool").join(super::dir_name(name)),
+            max_bytes,
+            segment_bytes: 64 << 20,
+            full,
+        }
+    }
+}
+
 /// What an output did, for the run's summary (and later the metrics).
 #[derive(Debug, Default, Clone)]
 pub struct OutputReport {
