@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
+use crate::common::Background;
+
 /// One document of a request: its `_id`, index and body.
 #[derive(Clone, Debug)]
 pub struct Doc {
@@ -57,8 +59,7 @@ pub struct StandIn {
     pub port: u16,
     pub seen: Arc<Mutex<Seen>>,
     rule: Arc<Mutex<Rule>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Background,
 }
 
 #[derive(Clone)]
@@ -90,28 +91,12 @@ impl StandIn {
             seen: seen.clone(),
             rule: rule.clone(),
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = Router::new().route("/_bulk", post(bulk)).with_state(shared);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let app = Router::new().route("/_bulk", post(bulk)).with_state(shared);
         StandIn {
             port,
             seen,
             rule,
-            stop: Some(stop),
-            thread: Some(thread),
+            server: Background::serve(listener, app),
         }
     }
 
@@ -125,12 +110,7 @@ impl StandIn {
 
     /// Closes the listener (connections are refused) and keeps what was stored.
     pub fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.stop();
     }
 
     /// Listens again on the same port.
@@ -146,12 +126,6 @@ impl StandIn {
             .iter()
             .map(|id| seen.stored[id].report_id())
             .collect()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

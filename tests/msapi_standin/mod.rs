@@ -19,6 +19,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::common::Background;
+
 #[derive(Default)]
 pub struct Data {
     pub graph_alerts: Vec<Value>,
@@ -62,19 +64,7 @@ pub struct Shared {
 pub struct MsApi {
     pub url: String,
     pub shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for MsApi {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: Background,
 }
 
 impl MsApi {
@@ -92,44 +82,27 @@ impl MsApi {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = Router::new()
-                    .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
-                    .route("/{tenant}/oauth2/token", post(token_v1))
-                    .route("/v1.0/security/alerts_v2", get(graph_alerts))
-                    .route("/v1.0/security/incidents", get(incidents))
-                    .route("/api/alerts", get(api_alerts))
-                    .route("/api/vulnerabilities", get(vulnerabilities))
-                    .route("/api/machines", get(machines))
-                    .route(
-                        "/api/vulnerabilities/machinesVulnerabilities",
-                        get(machine_vulnerabilities),
-                    )
-                    .route(
-                        "/api/machines/SoftwareVulnerabilityChangesByMachine",
-                        get(changes),
-                    )
-                    .with_state(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let app = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
+            .route("/{tenant}/oauth2/token", post(token_v1))
+            .route("/v1.0/security/alerts_v2", get(graph_alerts))
+            .route("/v1.0/security/incidents", get(incidents))
+            .route("/api/alerts", get(api_alerts))
+            .route("/api/vulnerabilities", get(vulnerabilities))
+            .route("/api/machines", get(machines))
+            .route(
+                "/api/vulnerabilities/machinesVulnerabilities",
+                get(machine_vulnerabilities),
+            )
+            .route(
+                "/api/machines/SoftwareVulnerabilityChangesByMachine",
+                get(changes),
+            )
+            .with_state(shared.clone());
         MsApi {
             url,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: Background::serve(listener, app),
         }
     }
 }
