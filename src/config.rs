@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod streams;
+pub use streams::{EntraCredential, EventHubsConfig, KafkaConfig, StartAt};
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
 pub struct ConfigError {
@@ -30,6 +33,8 @@ pub struct ServiceConfig {
     pub tenants: Vec<TenantConfig>,
     /// Event Hubs (Streaming API) consumed through the Kafka endpoint.
     pub kafka: Vec<KafkaConfig>,
+    /// Event Hubs (Streaming API) consumed over AMQP, with blob checkpoints.
+    pub eventhubs: Vec<EventHubsConfig>,
     pub geoip: GeoIpConfig,
 }
 
@@ -43,38 +48,6 @@ pub struct GeoIpConfig {
     pub asn: Option<PathBuf>,
     /// Also LEEF keys with each address's country (`srcCountry`, `dstCountry` ...).
     pub leef: bool,
-}
-
-/// An Event Hubs namespace (or any Kafka cluster) carrying Streaming API messages.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    pub name: String,
-    /// `<namespace>.servicebus.windows.net:9093`.
-    pub brokers: String,
-    /// The event hubs (Kafka topics) the Streaming API writes to.
-    pub topics: Vec<String>,
-    /// One consumer group per deployment; instances in it split the partitions.
-    #[serde(default = "default_group")]
-    pub group_id: String,
-    /// The namespace connection string (SASL_SSL, PLAIN, `$ConnectionString`), from the
-    /// environment or a file. Neither: plaintext, for a local broker.
-    pub connection_string_env: Option<String>,
-    pub connection_string_file: Option<PathBuf>,
-    /// Further librdkafka properties.
-    #[serde(default)]
-    pub properties: std::collections::BTreeMap<String, String>,
-    /// A partition with a backlog that does not move for this long fails `/readyz`.
-    #[serde(default = "default_stall")]
-    pub stall_after_seconds: u64,
-}
-
-fn default_stall() -> u64 {
-    300
-}
-
-fn default_group() -> String {
-    "defender-dsm".into()
 }
 
 /// One tenant polled through its Entra app registration (client credentials).
@@ -124,7 +97,7 @@ pub struct TenantConfig {
     pub mde_top: u32,
 }
 
-fn default_authority() -> String {
+pub(crate) fn default_authority() -> String {
     "https://login.microsoftonline.com".into()
 }
 fn default_graph_url() -> String {
@@ -191,6 +164,7 @@ impl Default for ServiceConfig {
             ],
             tenants: Vec::new(),
             kafka: Vec::new(),
+            eventhubs: Vec::new(),
             geoip: GeoIpConfig::default(),
         }
     }
@@ -415,19 +389,7 @@ impl ServiceConfig {
             names.push(o.name.clone());
             o.check(&format!("{at} ({})", o.name))?;
         }
-        for (i, k) in self.kafka.iter().enumerate() {
-            let at = format!("kafka[{i}]");
-            check_name(&at, &k.name)?;
-            if k.topics.is_empty() {
-                return Err(format!("{at} ({}).topics: at least one", k.name));
-            }
-            if k.connection_string_env.is_some() && k.connection_string_file.is_some() {
-                return Err(format!(
-                    "{at} ({}): give connection_string_env or connection_string_file, not both",
-                    k.name
-                ));
-            }
-        }
+        streams::check(&self.kafka, &self.eventhubs)?;
         let mut tenants = Vec::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let at = format!("tenants[{i}]");
@@ -597,6 +559,7 @@ mod tests {
             [OutputKind::Syslog, OutputKind::Bulk, OutputKind::File]
         );
         assert_eq!(c.tenants.len(), 1);
+        assert_eq!(c.eventhubs.len(), 1);
         let docker = ServiceConfig::parse(
             include_str!("../docker/defender-dsm.toml"),
             "docker/defender-dsm.toml",

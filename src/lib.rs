@@ -1,8 +1,9 @@
 //! defender-dsm: Microsoft 365 Defender (Defender XDR) data to QRadar LEEF and Elastic ECS.
 //!
-//! Data flow: an input (the HTTP ingest endpoint of `serve`, or files for `translate`) hands over
-//! a payload (an Event Hubs message body, a Graph or Defender for Endpoint list page, a SIEM API
-//! array, single items or NDJSON); [`decode`] splits it into [`event::RawRecord`]s and tells each
+//! Data flow: an input (for `serve`: the HTTP ingest endpoint, the Event Hubs consumers over the
+//! Kafka endpoint or AMQP, the Microsoft API pollers; files for `translate`) hands over a payload
+//! (an Event Hubs message body, a Graph or Defender for Endpoint list page, a SIEM API array,
+//! single items or NDJSON); [`decode`] splits it into [`event::RawRecord`]s and tells each
 //! record's source kind from its shape; the [`mapping::MappingSet`], compiled once from the
 //! declarative `mappings/*.xml` files, selects the family that claims the record, extracts and
 //! converts its fields and classifies it through the family's QRadar event map, giving one
@@ -19,8 +20,8 @@
 //! conversions, selection, event maps, coverage), `format` (pure: LEEF, syslog headers, ECS
 //! writer), `export` (pure: QRadar content from the mappings), `translate` (decode -> map ->
 //! render), `output` (I/O: syslog, `_bulk`, files, spool, dead letters, workers), `pipeline`
-//! (payload -> every output, routing), `inputs` (HTTP ingest, TLS), `config` (the service's TOML),
-//! `telemetry` (metrics), `cli` (commands).
+//! (payload -> every output, routing), `inputs` (HTTP ingest, TLS, Event Hubs, pollers),
+//! `config` (the service's TOML), `telemetry` (metrics), `cli` (commands).
 
 pub mod cli;
 pub mod config;

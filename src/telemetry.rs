@@ -58,30 +58,39 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Failed polls, by tenant, feed and kind (auth, api, outputs, cursor).",
     ),
     (
-        "dsm_kafka_records_total",
+        "dsm_eventhub_records_total",
         "counter",
-        "Records consumed from the Kafka endpoint, by input, topic and partition.",
+        "Records consumed from Event Hubs (Kafka endpoint or AMQP), by input, hub and partition.",
     ),
     (
-        "dsm_kafka_delay_seconds",
+        "dsm_eventhub_delay_seconds",
         "gauge",
-        "Seconds between a partition's last message being enqueued and taken, by input, topic and partition.",
+        "Seconds between a partition's last message being enqueued and taken, by input, hub and partition.",
     ),
     (
-        "dsm_kafka_dead_letters_total",
+        "dsm_eventhub_dead_letters_total",
         "counter",
-        "Messages that were not JSON, kept with their partition and offset, by input.",
-    ),
-    ("dsm_kafka_errors_total", "counter", "Kafka client errors, by input."),
-    (
-        "dsm_kafka_lag",
-        "gauge",
-        "Messages not yet committed (high watermark less committed offset), by input, topic and partition.",
+        "Messages that were not JSON, kept with their hub, partition and position, by input.",
     ),
     (
-        "dsm_kafka_stalled",
+        "dsm_eventhub_errors_total",
+        "counter",
+        "Event Hubs client errors (receive, checkpoint, ownership), by input.",
+    ),
+    (
+        "dsm_eventhub_lag",
         "gauge",
-        "1 when a partition has a backlog and its committed offset has not moved for stall_after_seconds.",
+        "Messages after the checkpoint (last enqueued less checkpointed), by input, hub and partition.",
+    ),
+    (
+        "dsm_eventhub_checkpoint_age_seconds",
+        "gauge",
+        "Seconds since a partition's checkpoint last moved, by input, hub and partition.",
+    ),
+    (
+        "dsm_eventhub_stalled",
+        "gauge",
+        "1 when a partition has a backlog and its checkpoint has not moved for stall_after_seconds.",
     ),
     (
         "dsm_poller_stale",
@@ -118,6 +127,13 @@ impl Telemetry {
     pub fn set(&self, metric: &'static str, labels: &[(&'static str, &str)], v: u64) {
         if let Ok(mut c) = self.counters.lock() {
             c.insert(key(metric, labels), v);
+        }
+    }
+
+    /// Drops a gauge's series (a partition this instance no longer owns).
+    pub fn forget(&self, metric: &'static str, labels: &[(&'static str, &str)]) {
+        if let Ok(mut c) = self.counters.lock() {
+            c.remove(&key(metric, labels));
         }
     }
 

@@ -167,18 +167,18 @@ fn one_instance_takes_every_record_and_dead_letters_a_malformed_message() {
         let m = a.metrics();
         (0..4).all(|p| {
             m.contains(&format!(
-                "dsm_kafka_lag{{input=\"stream\",topic=\"{topic}\",partition=\"{p}\"}} 0\n"
+                "dsm_eventhub_lag{{input=\"stream\",hub=\"{topic}\",partition=\"{p}\"}} 0\n"
             ))
         })
     });
     let m = a.metrics();
     assert!(
-        m.contains("dsm_kafka_dead_letters_total{input=\"stream\"} 1"),
+        m.contains("dsm_eventhub_dead_letters_total{input=\"stream\"} 1"),
         "{m}"
     );
     assert!(
         m.lines()
-            .filter(|l| l.starts_with("dsm_kafka_stalled{"))
+            .filter(|l| l.starts_with("dsm_eventhub_stalled{"))
             .all(|l| l.ends_with(" 0")),
         "{m}"
     );
@@ -193,9 +193,9 @@ fn one_instance_takes_every_record_and_dead_letters_a_malformed_message() {
     let dead = std::fs::read_to_string(a.dir.join("data/dead-letters/input-stream.ndjson"))
         .expect("dead letters");
     let letter: serde_json::Value = serde_json::from_str(dead.trim()).expect("one letter");
-    assert_eq!(letter["partition"], 1, "{letter}");
-    assert_eq!(letter["topic"], topic);
-    assert!(letter["offset"].as_i64().is_some(), "{letter}");
+    assert_eq!(letter["partition"], "1", "{letter}");
+    assert_eq!(letter["hub"], topic);
+    assert!(letter["position"].as_i64().is_some(), "{letter}");
     assert!(
         letter["reason"]
             .as_str()

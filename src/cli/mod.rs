@@ -8,6 +8,7 @@ mod outputs;
 pub mod replay;
 mod serve;
 mod setup;
+mod streams;
 mod translate;
 
 use std::path::PathBuf;

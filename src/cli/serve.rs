@@ -17,7 +17,6 @@ use crate::config::{secret, LogFormat, OutputKind, ServiceConfig};
 use crate::inputs::api::{ApiClient, Budget};
 use crate::inputs::auth::TokenProvider;
 use crate::inputs::http::{router, HttpState};
-use crate::inputs::kafka::{KafkaInput, KafkaSettings};
 use crate::inputs::poller::{FeedKind, Poller, TenantSettings};
 use crate::inputs::tls::TlsListener;
 use crate::mapping::{MapOptions, MappingSet};
@@ -51,8 +50,25 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     result
 }
 
+/// The Azure SDK's crates log every load-balancing round at info: they start at warn unless the
+/// configured filter names them.
+const QUIET_CRATES: [&str; 6] = [
+    "azure_messaging_eventhubs",
+    "azure_core_amqp",
+    "fe2o3_amqp",
+    "azure_core",
+    "azure_identity",
+    "azure_storage_blob",
+];
+
 fn init_logging(cfg: &ServiceConfig) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.logging.level)
+    let mut level = cfg.logging.level.clone();
+    for c in QUIET_CRATES {
+        if !level.contains(c) {
+            level.push_str(&format!(",{c}=warn"));
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .with_context(|| format!("logging.level `{}`", cfg.logging.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -144,7 +160,8 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     let reloader = tokio::spawn(reload_loop(pipeline.clone(), cfg.clone()));
     let (stop_pollers, stop) = tokio::sync::watch::channel(false);
     let mut pollers = start_pollers(&cfg, &pipeline, &stop)?;
-    pollers.extend(start_kafka(&cfg, &pipeline, &stop)?);
+    pollers.extend(super::streams::start_kafka(&cfg, &pipeline, &stop)?);
+    pollers.extend(super::streams::start_eventhubs(&cfg, &pipeline, &stop)?);
     match tls {
         Some(acceptor) => {
             let listener = TlsListener::new(listener, acceptor).context("http TLS listener")?;
@@ -250,40 +267,6 @@ async fn prepare_clusters(cfg: &ServiceConfig, set: &MappingSet) {
             }
         }
     }
-}
-
-/// One consumer task per Kafka input.
-fn start_kafka(
-    cfg: &ServiceConfig,
-    pipeline: &Arc<Pipeline>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut tasks = Vec::new();
-    for k in &cfg.kafka {
-        let connection_string = secret(
-            k.connection_string_env.as_deref(),
-            k.connection_string_file.as_deref(),
-            &format!("kafka ({}).connection_string", k.name),
-        )
-        .map_err(anyhow::Error::msg)?;
-        let input = KafkaInput::new(
-            KafkaSettings {
-                name: k.name.clone(),
-                brokers: k.brokers.clone(),
-                topics: k.topics.clone(),
-                group_id: k.group_id.clone(),
-                connection_string,
-                properties: k.properties.clone(),
-                dead_letters: cfg.data_dir.join("dead-letters"),
-                stall_after: Duration::from_secs(k.stall_after_seconds),
-            },
-            pipeline.clone(),
-        )
-        .map_err(anyhow::Error::msg)?;
-        tracing::info!(input = %k.name, brokers = %k.brokers, topics = ?k.topics, group = %k.group_id, "consuming");
-        tasks.push(tokio::spawn(input.run(stop.clone())));
-    }
-    Ok(tasks)
 }
 
 /// One task per tenant and feed.

@@ -67,20 +67,23 @@ impl TokenProvider {
 
     /// A valid token for `audience`, from the cache or fetched now.
     pub async fn token(&self, audience: &Audience) -> Result<String, AuthError> {
+        Ok(self.token_until(audience).await?.0)
+    }
+
+    /// A valid token and when it is to be renewed.
+    async fn token_until(&self, audience: &Audience) -> Result<(String, Instant), AuthError> {
         let mut cache = self.cache.lock().await;
         if let Some((token, until)) = cache.get(audience) {
             if Instant::now() < *until {
-                return Ok(token.clone());
+                return Ok((token.clone(), *until));
             }
         }
         let (token, lifetime) = self.fetch(audience).await?;
         // Renewed a minute early (or at half its life, for short-lived tokens).
         let margin = Duration::from_secs(60).min(lifetime / 2);
-        cache.insert(
-            audience.clone(),
-            (token.clone(), Instant::now() + lifetime - margin),
-        );
-        Ok(token)
+        let until = Instant::now() + lifetime - margin;
+        cache.insert(audience.clone(), (token.clone(), until));
+        Ok((token, until))
     }
 
     /// Forgets a token the API refused (401), so the next call fetches a new one.
@@ -156,6 +159,31 @@ impl TokenProvider {
         }
         .unwrap_or(3599);
         Ok((token.to_string(), Duration::from_secs(secs.max(1))))
+    }
+}
+
+/// The Azure SDK (Event Hubs AMQP, the blob checkpoint store) signs in through the same
+/// client-secret provider as the pollers: one token cache, one authority setting (sovereign
+/// clouds), one code path the stand-in tests cover. The SDK is told the renewal time as the
+/// expiry, so it asks again when the cache would renew.
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for TokenProvider {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let audience = Audience::Scope(scopes.join(" "));
+        // The SDK reports a failed sign-in only as a failed connection: the reason is logged here.
+        let (token, until) = self.token_until(&audience).await.map_err(|e| {
+            tracing::warn!(tenant = %self.tenant_id, client = %self.client_id, error = %e, "Entra sign-in for the Azure SDK failed");
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e.to_string())
+        })?;
+        let valid_for = until.saturating_duration_since(Instant::now());
+        Ok(azure_core::credentials::AccessToken::new(
+            token,
+            azure_core::time::OffsetDateTime::now_utc() + valid_for,
+        ))
     }
 }
 

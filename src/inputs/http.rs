@@ -181,7 +181,7 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
             problems.push(format!("{}: down", o.handle.name));
         }
     }
-    for stalled in s.pipeline.telemetry.nonzero("dsm_kafka_stalled") {
+    for stalled in s.pipeline.telemetry.nonzero("dsm_eventhub_stalled") {
         problems.push(format!("partition stalled ({stalled})"));
     }
     if problems.is_empty() {

@@ -1,19 +1,16 @@
 //! `KafkaInput`: the Defender Streaming API through Event Hubs' Kafka endpoint (Standard tier
 //! and above), with librdkafka (`rdkafka`, bundled).
 //!
-//! Each message is an Event Hubs body (`{"records":[...]}`) and goes to the pipeline alone; its
-//! offset is committed only once every output has its events (sent or spooled), so a crash or a
+//! Messages go through the shared stream contract ([`super::stream`]); an offset is committed
+//! only once every output has its message's events (sent or spooled), so a crash or a
 //! rebalance sends at most the uncommitted messages again (at least once; record ids make the
-//! duplicates harmless downstream). A body that is not JSON goes to the input's dead letters
-//! with its topic, partition and offset, and the partition moves on. Instances with the same
-//! consumer group split the partitions; when one leaves, the others take over from the
-//! committed offsets.
+//! duplicates harmless downstream). Instances with the same consumer group split the
+//! partitions; when one leaves, the others take over from the committed offsets.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -21,7 +18,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::pipeline::{IngestError, Pipeline};
+use super::stream::{InOrder, PartitionWatch, StreamMessage, StreamTaker};
+use crate::pipeline::Pipeline;
 
 /// Where to consume from.
 #[derive(Debug, Clone)]
@@ -45,22 +43,13 @@ pub struct KafkaInput {
     settings: KafkaSettings,
     consumer: Arc<StreamConsumer>,
     pipeline: Arc<Pipeline>,
-    taker: Arc<Taker>,
 }
 
-/// Hands messages to the pipeline (in their own tasks, several at a time).
-struct Taker {
-    settings: KafkaSettings,
-    pipeline: Arc<Pipeline>,
-}
-
-/// A message being taken: where it is, and the task that answers with its record count.
-struct InFlight {
+/// Where a message taken is: what its commit names.
+struct At {
     topic: String,
     partition: i32,
     offset: i64,
-    enqueued: Option<i64>,
-    task: tokio::task::JoinHandle<u64>,
 }
 
 /// Messages taken at once: their translation and the outputs' syncs overlap, while offsets are
@@ -96,73 +85,76 @@ impl KafkaInput {
             .subscribe(&topics)
             .map_err(|e| format!("kafka ({}): subscribing to {topics:?}: {e}", settings.name))?;
         Ok(KafkaInput {
-            taker: Arc::new(Taker {
-                settings: settings.clone(),
-                pipeline: pipeline.clone(),
-            }),
+            pipeline,
             settings,
             consumer: Arc::new(consumer),
-            pipeline,
         })
     }
 
     /// Consumes until `stop` turns true, then commits what was taken.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let name = self.settings.name.clone();
+        let taker = Arc::new(StreamTaker::new(
+            &name,
+            self.pipeline.clone(),
+            self.settings.dead_letters.clone(),
+            tokio::runtime::Handle::current(),
+        ));
         let mut lag_tick = tokio::time::interval(LAG_EVERY);
-        let mut progress: BTreeMap<(String, i32), (i64, std::time::Instant)> = BTreeMap::new();
-        let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+        let mut watch = PartitionWatch::new(self.settings.stall_after);
+        let mut in_flight: InOrder<At> = InOrder::new(taker.clone());
         loop {
             let msg = tokio::select! {
                 m = self.consumer.recv() => Some(m),
                 // Nothing new for a moment: finish what is in flight.
                 _ = tokio::time::sleep(Duration::from_millis(50)), if !in_flight.is_empty() => None,
                 _ = lag_tick.tick() => {
-                    self.measure_lag(&mut progress).await;
+                    self.measure_lag(&taker, &mut watch).await;
                     continue;
                 }
                 _ = stop.changed() => break,
             };
             let msg = match msg {
                 None => {
-                    while let Some(f) = in_flight.pop_front() {
-                        self.finish(f).await;
+                    while let Some(at) = in_flight.next().await {
+                        self.commit(at);
                     }
                     continue;
                 }
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     tracing::warn!(input = %name, error = %e, "kafka");
-                    self.pipeline
-                        .telemetry
-                        .add("dsm_kafka_errors_total", &[("input", &name)], 1);
+                    self.pipeline.telemetry.add(
+                        "dsm_eventhub_errors_total",
+                        &[("input", &name)],
+                        1,
+                    );
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };
-            let (topic, partition, offset) =
-                (msg.topic().to_string(), msg.partition(), msg.offset());
-            let body = msg.payload().unwrap_or_default().to_vec();
-            let enqueued = msg.timestamp().to_millis();
+            let at = At {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            };
+            let message = StreamMessage {
+                hub: at.topic.clone(),
+                partition: at.partition.to_string(),
+                position: at.offset,
+                enqueued_ms: msg.timestamp().to_millis(),
+                body: msg.payload().unwrap_or_default().to_vec(),
+            };
             drop(msg);
-            let taker = self.taker.clone();
-            let (t, p) = (topic.clone(), partition);
-            let task = tokio::spawn(async move { taker.take(body, &t, p, offset).await });
-            in_flight.push_back(InFlight {
-                topic,
-                partition,
-                offset,
-                enqueued,
-                task,
-            });
+            in_flight.push(message, at);
             while in_flight.len() > IN_FLIGHT {
-                if let Some(f) = in_flight.pop_front() {
-                    self.finish(f).await;
+                if let Some(at) = in_flight.next().await {
+                    self.commit(at);
                 }
             }
         }
-        while let Some(f) = in_flight.pop_front() {
-            self.finish(f).await;
+        while let Some(at) = in_flight.next().await {
+            self.commit(at);
         }
         // What was taken is committed before leaving the group (bounded: a broker that does not
         // answer must not hold up shutdown; the offsets then come again, at least once).
@@ -183,7 +175,7 @@ impl KafkaInput {
 
     /// Lag per assigned partition (high watermark less the committed offset), and whether a
     /// partition with a backlog has stopped moving.
-    async fn measure_lag(&self, progress: &mut BTreeMap<(String, i32), (i64, std::time::Instant)>) {
+    async fn measure_lag(&self, taker: &StreamTaker, watch: &mut PartitionWatch) {
         let consumer = self.consumer.clone();
         let measured = tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(5);
@@ -207,133 +199,24 @@ impl KafkaInput {
         let Ok(Some(partitions)) = measured else {
             return;
         };
-        let name = self.settings.name.as_str();
+        let reading: Vec<(String, String)> = partitions
+            .iter()
+            .map(|(t, p, _, _)| (t.clone(), p.to_string()))
+            .collect();
+        watch.keep_only(taker, &reading);
         for (topic, partition, at, high) in partitions {
-            let p = partition.to_string();
-            let labels = [
-                ("input", name),
-                ("topic", topic.as_str()),
-                ("partition", p.as_str()),
-            ];
-            let lag = (high - at).max(0);
-            self.pipeline
-                .telemetry
-                .set("dsm_kafka_lag", &labels, lag as u64);
-            let now = std::time::Instant::now();
-            let entry = progress
-                .entry((topic.clone(), partition))
-                .or_insert((at, now));
-            if entry.0 != at {
-                *entry = (at, now);
-            }
-            let stalled = lag > 0 && now.duration_since(entry.1) > self.settings.stall_after;
-            self.pipeline
-                .telemetry
-                .set("dsm_kafka_stalled", &labels, u64::from(stalled));
+            watch.observe(taker, &topic, &partition.to_string(), at, high - at);
         }
     }
 
-    /// Waits for a message's records to be taken, then commits its offset.
-    async fn finish(&self, f: InFlight) {
-        let name = self.settings.name.as_str();
-        let records = f.task.await.unwrap_or(0);
-        let partition_label = f.partition.to_string();
-        let labels = [
-            ("input", name),
-            ("topic", f.topic.as_str()),
-            ("partition", partition_label.as_str()),
-        ];
-        self.pipeline
-            .telemetry
-            .add("dsm_kafka_records_total", &labels, records);
-        if let Some(ms) = f.enqueued {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            self.pipeline.telemetry.set(
-                "dsm_kafka_delay_seconds",
-                &labels,
-                u64::try_from((now - ms) / 1000).unwrap_or(0),
-            );
-        }
+    /// Commits past a message that was taken.
+    fn commit(&self, at: At) {
         let mut tpl = TopicPartitionList::new();
         let committed = tpl
-            .add_partition_offset(&f.topic, f.partition, Offset::Offset(f.offset + 1))
+            .add_partition_offset(&at.topic, at.partition, Offset::Offset(at.offset + 1))
             .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async));
         if let Err(e) = committed {
-            tracing::warn!(input = %name, error = %e, "kafka commit");
-        }
-    }
-}
-
-impl Taker {
-    /// Hands one body to the pipeline and returns its records; a body that is not UTF-8 JSON
-    /// goes to the dead letters. Waits while the outputs refuse (a full spool): the message is
-    /// not committed before they take it.
-    async fn take(&self, body: Vec<u8>, topic: &str, partition: i32, offset: i64) -> u64 {
-        let origin = format!("{topic}/{partition}@{offset}");
-        let text = match String::from_utf8(body) {
-            Ok(t) => Arc::new(t),
-            Err(e) => {
-                let reason = format!("not UTF-8: {e}");
-                self.dead_letter(topic, partition, offset, &reason, e.as_bytes());
-                return 0;
-            }
-        };
-        loop {
-            match self
-                .pipeline
-                .ingest(text.clone(), &origin, "eventhub", None)
-                .await
-            {
-                Ok(taken) => return taken.records,
-                Err(IngestError::Malformed(reason)) => {
-                    self.dead_letter(topic, partition, offset, &reason, text.as_bytes());
-                    return 0;
-                }
-                Err(e) => {
-                    tracing::warn!(input = %self.settings.name, %origin, error = %e, "outputs refused; the message waits");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            }
-        }
-    }
-
-    fn dead_letter(&self, topic: &str, partition: i32, offset: i64, reason: &str, body: &[u8]) {
-        self.pipeline.telemetry.add(
-            "dsm_kafka_dead_letters_total",
-            &[("input", &self.settings.name)],
-            1,
-        );
-        let line = serde_json::json!({
-            "input": self.settings.name,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "reason": reason,
-            "body": String::from_utf8_lossy(body),
-        })
-        .to_string();
-        let path = self
-            .settings
-            .dead_letters
-            .join(format!("input-{}.ndjson", self.settings.name));
-        let written = std::fs::create_dir_all(&self.settings.dead_letters).and_then(|()| {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            f.write_all(line.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_data()
-        });
-        match written {
-            Ok(()) => {
-                tracing::warn!(input = %self.settings.name, %topic, partition, offset, %reason, "message dead-lettered")
-            }
-            Err(e) => {
-                tracing::error!(input = %self.settings.name, %topic, partition, offset, %reason, error = %e, "message could not be dead-lettered; it is logged here: {line}")
-            }
+            tracing::warn!(input = %self.settings.name, error = %e, "kafka commit");
         }
     }
 }
