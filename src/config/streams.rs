@@ -155,6 +155,12 @@ pub(super) fn check(kafka: &[KafkaConfig], eventhubs: &[EventHubsConfig]) -> Res
         if e.hubs.is_empty() {
             return Err(format!("{at}.hubs: at least one"));
         }
+        if e.namespace.is_empty() || e.namespace.contains(['/', ':']) {
+            return Err(format!(
+                "{at}.namespace: `{}` is not a host name (`<namespace>.servicebus.windows.net`, no scheme or path)",
+                e.namespace
+            ));
+        }
         let sas = e.checkpoint_sas_url_env.is_some() || e.checkpoint_sas_url_file.is_some();
         if e.checkpoint_container_url.is_some() == sas {
             return Err(format!(
@@ -235,6 +241,7 @@ mod tests {
                 format!("{mi}checkpoint_container_url = \"http://a/c\"\n"),
                 "is not https",
             ),
+
             (
                 format!("{mi}checkpoint_sas_url_env = \"S\"\nbalance_seconds = 30\nownership_expiry_seconds = 30\n"),
                 "ownership_expiry_seconds: must be longer",
@@ -248,6 +255,19 @@ mod tests {
                 "`s` is used by another input",
             ),
         ];
+        let e = ServiceConfig::parse(
+            &format!(
+                "{}{mi}checkpoint_sas_url_env = \"S\"\n",
+                HUB.replace("n.servicebus.windows.net", "sb://n/")
+            ),
+            "a.toml",
+        )
+        .expect_err("a URL for a namespace")
+        .to_string();
+        assert!(
+            e.contains("eventhubs[0] (s).namespace: `sb://n/` is not a host name"),
+            "{e}"
+        );
         for (extra, want) in cases {
             let e = parse(&extra).expect_err(want);
             assert!(e.contains("eventhubs[0]") || e.contains("kafka[0]"), "{e}");

@@ -36,7 +36,8 @@ use crate::pipeline::Pipeline;
 #[derive(Clone)]
 pub struct AmqpSettings {
     pub name: String,
-    /// `<namespace>.servicebus.windows.net`.
+    /// `<namespace>.servicebus.windows.net`, as given: the processor names its checkpoint and
+    /// ownership blobs with it unchanged, and so must the checkpoints written here.
     pub namespace: String,
     pub hubs: Vec<String>,
     pub consumer_group: String,
@@ -450,11 +451,7 @@ impl PartitionTask {
         let s = &self.settings;
         let listed = self
             .store
-            .list_checkpoints(
-                &checkpoint_namespace(&s.namespace),
-                &self.hub,
-                &s.consumer_group,
-            )
+            .list_checkpoints(&s.namespace, &self.hub, &s.consumer_group)
             .await;
         match listed {
             Ok(all) => all
@@ -471,7 +468,7 @@ impl PartitionTask {
 
     async fn checkpoint(&self, partition: &str, p: Position) {
         let checkpoint = Checkpoint {
-            fully_qualified_namespace: checkpoint_namespace(&self.settings.namespace),
+            fully_qualified_namespace: self.settings.namespace.clone(),
             event_hub_name: self.hub.clone(),
             consumer_group: self.settings.consumer_group.clone(),
             partition_id: partition.to_string(),
@@ -491,28 +488,6 @@ impl PartitionTask {
     }
 }
 
-/// The namespace as the processor names it in checkpoint blobs: the host of its AMQP URL
-/// (lowercased by URL parsing), so the checkpoints written here are the ones it reads.
-fn checkpoint_namespace(namespace: &str) -> String {
-    url::Url::parse(&format!("amqps://{namespace}/"))
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_else(|| namespace.to_string())
-}
-
 fn sdk_duration(d: Duration) -> azure_core::time::Duration {
     azure_core::time::Duration::try_from(d).unwrap_or(azure_core::time::Duration::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoints_name_the_namespace_as_the_processor_does() {
-        assert_eq!(
-            checkpoint_namespace("Contoso-Defender.servicebus.windows.net"),
-            "contoso-defender.servicebus.windows.net"
-        );
-    }
 }
