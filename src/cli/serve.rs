@@ -33,6 +33,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
+    crate::output::install_crypto_provider();
     let cfg = match &a.config {
         Some(path) => ServiceConfig::load(path)?,
         None => ServiceConfig::default(),

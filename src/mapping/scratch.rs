@@ -14,8 +14,10 @@ pub struct Scratch {
     /// their results: a `<group>`'s condition is evaluated once, not once per field.
     conditions_known: u64,
     conditions_true: u64,
-    /// GeoIP answers by address (also the misses), bounded.
-    geo: lru::LruCache<std::net::IpAddr, Option<std::sync::Arc<super::geo::GeoInfo>>>,
+    /// GeoIP answers by address (also the misses), bounded; made on first use, as the cache
+    /// allocates its whole table up front and most scratches (nested string JSON, no GeoIP
+    /// database) never look an address up.
+    geo: Option<lru::LruCache<std::net::IpAddr, Option<std::sync::Arc<super::geo::GeoInfo>>>>,
 }
 
 /// Addresses whose GeoIP answers a worker keeps.
@@ -29,9 +31,7 @@ impl Default for Scratch {
             id_buffer: Vec::new(),
             conditions_known: 0,
             conditions_true: 0,
-            geo: lru::LruCache::new(
-                std::num::NonZeroUsize::new(GEO_CACHE).unwrap_or(std::num::NonZeroUsize::MIN),
-            ),
+            geo: None,
         }
     }
 }
@@ -51,11 +51,16 @@ impl Scratch {
         ip: std::net::IpAddr,
         look: impl FnOnce(std::net::IpAddr) -> Option<std::sync::Arc<super::geo::GeoInfo>>,
     ) -> Option<std::sync::Arc<super::geo::GeoInfo>> {
-        if let Some(hit) = self.geo.get(&ip) {
+        let cache = self.geo.get_or_insert_with(|| {
+            lru::LruCache::new(
+                std::num::NonZeroUsize::new(GEO_CACHE).unwrap_or(std::num::NonZeroUsize::MIN),
+            )
+        });
+        if let Some(hit) = cache.get(&ip) {
             return hit.clone();
         }
         let answer = look(ip);
-        self.geo.put(ip, answer.clone());
+        cache.put(ip, answer.clone());
         answer
     }
 

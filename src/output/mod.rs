@@ -41,8 +41,9 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(step / 2 + random % (step / 2 + 1))
 }
 
-/// TLS (syslog and HTTPS alike) uses ring; the first output to need it makes it the process's
-/// provider (reqwest is built without one of its own).
+/// TLS (syslog and HTTPS alike) uses ring, installed as the process's provider before any rustls
+/// config is built (our reqwest is built without a provider of its own). rustls cannot choose one
+/// itself: the Azure SDK's dependencies enable its aws-lc-rs feature beside our ring.
 pub(crate) fn install_crypto_provider() {
     // An Err only says a provider is already installed.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();

@@ -322,6 +322,7 @@ fn tls_connector(
     if roots.is_empty() {
         return Err(cfg(format!("{}: no certificate in it", ca.display())));
     }
+    super::install_crypto_provider();
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let config = match (&s.client_cert, &s.client_key) {
         (Some(cert), Some(key)) => {
