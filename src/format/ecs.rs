@@ -555,7 +555,17 @@ pub fn next_special(
         }
         from += 8;
     }
-    b[from..].iter().position(|&c| special(c)).map(|i| from + i)
+    let rest = &b[from..];
+    if from + 8 > b.len() && !rest.is_empty() {
+        // The short tail is checked as one word too, padded with a byte that is never special.
+        let filler = if eq.contains(&b'a') { b'b' } else { b'a' };
+        let mut w = [filler; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        if !word_has(u64::from_le_bytes(w), below, eq) {
+            return None;
+        }
+    }
+    rest.iter().position(|&c| special(c)).map(|i| from + i)
 }
 
 /// A JSON string literal; unescaped runs are copied whole.
@@ -563,7 +573,7 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut start = 0;
-    while let Some(i) = next_special(b, start, 0x20, b"\"\\\\", |c| NEEDS_ESCAPE[c as usize]) {
+    while let Some(i) = next_special(b, start, 0x20, b"\"\\", |c| NEEDS_ESCAPE[c as usize]) {
         out.extend_from_slice(&b[start..i]);
         match b[i] {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -590,6 +600,27 @@ mod tests {
 
     fn s(x: &str) -> Val<'static> {
         Val::Str(Cow::Owned(x.to_string()))
+    }
+
+    #[test]
+    fn strings_escape_at_every_position_of_words_and_tails() {
+        for len in 0..20 {
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{1}', 'é'] {
+                    let text: String = (0..len)
+                        .map(|i| if i == at { special } else { 'x' })
+                        .collect();
+                    let mut out = Vec::new();
+                    write_str(&text, &mut out);
+                    let back: String = serde_json::from_slice(&out).expect("valid JSON");
+                    assert_eq!(back, text);
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        serde_json::to_string(&text).unwrap()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

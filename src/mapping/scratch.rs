@@ -6,6 +6,7 @@ use super::steps::snake_case;
 use crate::json::Json;
 
 /// One translator worker's scratch state. Not shared between threads.
+#[derive(Default)]
 pub struct Scratch {
     parsed: Vec<(usize, Option<Json<'static>>)>,
     shapes: Vec<(usize, Shape)>,
@@ -22,19 +23,6 @@ pub struct Scratch {
 
 /// Addresses whose GeoIP answers a worker keeps.
 const GEO_CACHE: usize = 16_384;
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            parsed: Vec::new(),
-            shapes: Vec::new(),
-            id_buffer: Vec::new(),
-            conditions_known: 0,
-            conditions_true: 0,
-            geo: None,
-        }
-    }
-}
 
 /// The members of the last record of a family, in order, with what each name resolved to.
 /// Records of one table arrive with the same columns in the same order, so the next record's
