@@ -72,8 +72,11 @@ fn wait_until(what: &str, secs: u64, logs: &[&ServeProcess], done: impl Fn() -> 
 
 /// Azurite's blob service on a free port, data in `dir`; its account URL.
 fn start_azurite(dir: &Path) -> (Peer, String) {
+    azurite_on(dir, free_port())
+}
+
+fn azurite_on(dir: &Path, port: u16) -> (Peer, String) {
     let bin = std::env::var("AZURITE").unwrap_or_else(|_| "azurite-blob".into());
-    let port = free_port();
     let child = Command::new(&bin)
         .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
         .arg("--location")
@@ -175,7 +178,7 @@ fn union(a: &ServeProcess, b: &ServeProcess) -> BTreeSet<String> {
 }
 
 struct Peers {
-    _azurite: Peer,
+    azurite: Peer,
     _eventhubs: Peer,
     account: String,
     endpoint: String,
@@ -211,7 +214,7 @@ fn peers(name: &str) -> Peers {
         Duration::from_secs(3600),
     );
     Peers {
-        _azurite: azurite,
+        azurite,
         _eventhubs: eventhubs,
         account,
         endpoint,
@@ -364,4 +367,36 @@ credential = {{ kind = "client-secret", tenant_id = "3f1e7a52-9c0d-4b8e-a1f3-5d2
         a.log()
     );
     a.stop();
+}
+
+#[test]
+#[ignore = "needs Azurite and python-qpid-proton (.ci/run installs them and runs this with --ignored)"]
+fn a_checkpoint_store_outage_loses_nothing() {
+    let mut p = peers("outage");
+    produce(&p.messages, 0, 40);
+    let mut a = instance("proc-a", &p.endpoint, &p.sas, &p.api);
+    wait_until("the first 400 records", 120, &[&a], || a.ids().len() >= 400);
+    // The blob store goes away: checkpoints and ownership renewals fail, the processor is
+    // reopened until the store is back, and reading resumes from the last checkpoints.
+    let port: u16 = p
+        .account
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .expect("port");
+    let _ = p.azurite.0.kill();
+    let _ = p.azurite.0.wait();
+    produce(&p.messages, 40, 40);
+    wait_until("the outage noticed", 60, &[&a], || {
+        a.metrics()
+            .contains("dsm_eventhub_errors_total{input=\"stream\"}")
+    });
+    p.azurite = azurite_on(&p.dir.join("azurite"), port).0;
+    produce(&p.messages, 80, 40);
+    wait_until("all 1200 records", 180, &[&a], || {
+        a.ids().iter().collect::<BTreeSet<_>>().len() >= 1200
+    });
+    a.stop();
+    assert_eq!(a.ids().iter().collect::<BTreeSet<_>>().len(), 1200);
 }

@@ -93,6 +93,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How often partition lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a checkpoint store call may take.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A hub that cannot be opened (credentials, network, storage) is tried again after this.
 const REOPEN_AFTER: Duration = Duration::from_secs(10);
 
@@ -168,17 +171,18 @@ impl HubConsumer {
         loop {
             match self.open().await {
                 Ok((processor, store, management)) => {
-                    self.consume(processor, store, management, stop.clone())
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    self.error(&format!("opening the hub: {e}"));
-                    tokio::select! {
-                        _ = tokio::time::sleep(REOPEN_AFTER) => {}
-                        _ = stop.changed() => return,
+                    if self
+                        .consume(processor, store, management, stop.clone())
+                        .await
+                    {
+                        return;
                     }
                 }
+                Err(e) => self.error(&format!("opening the hub: {e}")),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REOPEN_AFTER) => {}
+                _ = stop.changed() => return,
             }
         }
     }
@@ -247,27 +251,25 @@ impl HubConsumer {
         Ok((processor, store, management))
     }
 
+    /// Reads the hub until the service stops (true) or the processor fails (false).
     async fn consume(
         &self,
         processor: Arc<EventProcessor>,
         store: Arc<BlobCheckpointStore>,
         management: ConsumerClient,
         mut stop: watch::Receiver<bool>,
-    ) {
-        let running = {
+    ) -> bool {
+        let mut running = {
             let p = processor.clone();
-            let name = self.settings.name.clone();
-            tokio::task::spawn_local(async move {
-                if let Err(e) = p.run().await {
-                    tracing::error!(input = %name, error = %e, "event processor stopped");
-                }
-            })
+            tokio::task::spawn_local(async move { p.run().await })
         };
+        // The partitions end with the service, or when the processor fails and is reopened.
+        let (halt, halted) = watch::channel(false);
         let owned: Owned = Arc::new(Mutex::new(BTreeMap::new()));
         let mut watch = PartitionWatch::new(self.settings.stall_after);
         let mut lag_tick = tokio::time::interval(LAG_EVERY);
         let mut partitions = tokio::task::JoinSet::new();
-        loop {
+        let stopped = loop {
             tokio::select! {
                 client = processor.next_partition_client() => match client {
                     Ok(client) => {
@@ -278,22 +280,32 @@ impl HubConsumer {
                             hub: self.hub.clone(),
                             owned: owned.clone(),
                         };
-                        partitions.spawn_local(task.run(client, stop.clone()));
+                        partitions.spawn_local(task.run(client, halted.clone()));
                     }
                     Err(e) => {
                         self.error(&format!("next partition: {e}"));
-                        break;
+                        break false;
                     }
                 },
+                ended = &mut running => {
+                    let why = match ended {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "it ended".to_string(),
+                    };
+                    self.error(&format!("the event processor stopped ({why}); reopening"));
+                    break false;
+                }
                 Some(_) = partitions.join_next() => {}
                 _ = lag_tick.tick() => self.measure_lag(&management, &owned, &mut watch).await,
-                _ = stop.changed() => break,
+                _ = stop.changed() => break true,
             }
-        }
+        };
+        let _ = halt.send(true);
         let _ = processor.shutdown().await;
         while partitions.join_next().await.is_some() {}
         running.abort();
         let _ = management.close().await;
+        stopped
     }
 
     /// Lag per owned partition: last enqueued sequence number less the one checkpointed.
@@ -405,8 +417,10 @@ impl PartitionTask {
                     _ = stop.changed() => break,
                 }
                 if written.elapsed() >= CHECKPOINT_EVERY {
-                    if let Some(p) = taken.take() {
-                        self.checkpoint(&partition, p).await;
+                    if let Some(p) = &taken {
+                        if self.checkpoint(&partition, p).await {
+                            taken = None;
+                        }
                         written = Instant::now();
                     }
                 }
@@ -419,7 +433,7 @@ impl PartitionTask {
             o.remove(&partition);
         }
         if !taken_by_another {
-            if let Some(p) = taken {
+            if let Some(p) = &taken {
                 self.checkpoint(&partition, p).await;
             }
         }
@@ -449,10 +463,18 @@ impl PartitionTask {
     /// started it.
     async fn checkpointed(&self, partition: &str) -> i64 {
         let s = &self.settings;
-        let listed = self
-            .store
-            .list_checkpoints(&s.namespace, &self.hub, &s.consumer_group)
-            .await;
+        let listed = tokio::time::timeout(
+            STORE_TIMEOUT,
+            self.store
+                .list_checkpoints(&s.namespace, &self.hub, &s.consumer_group),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Io,
+                format!("no answer in {STORE_TIMEOUT:?}"),
+            ))
+        });
         match listed {
             Ok(all) => all
                 .iter()
@@ -466,24 +488,40 @@ impl PartitionTask {
         }
     }
 
-    async fn checkpoint(&self, partition: &str, p: Position) {
+    /// Writes the partition's checkpoint; false when it could not (it is tried again with the
+    /// next one). Bounded: the SDK's own retries would otherwise hold the partition for minutes
+    /// while the store is unreachable.
+    async fn checkpoint(&self, partition: &str, p: &Position) -> bool {
         let checkpoint = Checkpoint {
             fully_qualified_namespace: self.settings.namespace.clone(),
             event_hub_name: self.hub.clone(),
             consumer_group: self.settings.consumer_group.clone(),
             partition_id: partition.to_string(),
-            offset: p.offset,
+            offset: p.offset.clone(),
             sequence_number: p.sequence,
         };
-        match self.store.update_checkpoint(checkpoint).await {
-            Ok(()) => {
+        let written =
+            tokio::time::timeout(STORE_TIMEOUT, self.store.update_checkpoint(checkpoint)).await;
+        match written {
+            Ok(Ok(())) => {
                 if let (Some(seq), Ok(mut o)) = (p.sequence, self.owned.lock()) {
                     if let Some(s) = o.get_mut(partition) {
                         *s = seq;
                     }
                 }
+                true
             }
-            Err(e) => self.error(partition, &format!("checkpoint: {e}")),
+            Ok(Err(e)) => {
+                self.error(partition, &format!("checkpoint: {e}"));
+                false
+            }
+            Err(_) => {
+                self.error(
+                    partition,
+                    &format!("checkpoint: no answer in {STORE_TIMEOUT:?}"),
+                );
+                false
+            }
         }
     }
 }
