@@ -150,7 +150,8 @@ fn produce_raw(messages: &Path, partition: &str, body: &str) {
     writeln!(f, "{line}").expect("write");
 }
 
-/// A `serve` instance reading the hub, checkpointing into the SAS container.
+/// A `serve` instance reading the hub, checkpointing into the SAS container. `name` is unique
+/// across the tests (it names the instance's directory).
 fn instance(name: &str, endpoint: &str, sas: &str, api: &MsApi) -> ServeProcess {
     let config = format!(
         r#"[[eventhubs]]
@@ -374,7 +375,7 @@ credential = {{ kind = "client-secret", tenant_id = "3f1e7a52-9c0d-4b8e-a1f3-5d2
 fn a_checkpoint_store_outage_loses_nothing() {
     let mut p = peers("outage");
     produce(&p.messages, 0, 40);
-    let mut a = instance("proc-a", &p.endpoint, &p.sas, &p.api);
+    let mut a = instance("outage-a", &p.endpoint, &p.sas, &p.api);
     wait_until("the first 400 records", 120, &[&a], || a.ids().len() >= 400);
     // The blob store goes away: checkpoints and ownership renewals fail, the processor is
     // reopened until the store is back, and reading resumes from the last checkpoints.
