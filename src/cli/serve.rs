@@ -270,6 +270,26 @@ async fn prepare_clusters(cfg: &ServiceConfig, set: &MappingSet) {
     }
 }
 
+/// An app registration signing in with its client secret (from the environment or a file):
+/// the HTTP client its requests go through, and its token provider.
+pub(super) fn client_secret_app(
+    (secret_env, secret_file): (Option<&str>, Option<&Path>),
+    what: &str,
+    (authority, tenant_id, client_id): (&str, &str, &str),
+) -> Result<(reqwest::Client, Arc<TokenProvider>)> {
+    let secret = secret(secret_env, secret_file, what)
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or_default();
+    crate::output::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(15))
+        .build()
+        .context("HTTP client")?;
+    let tokens = TokenProvider::new(http.clone(), authority, tenant_id, client_id, secret);
+    Ok((http, Arc::new(tokens)))
+}
+
 /// One task per tenant and feed.
 fn start_pollers(
     cfg: &ServiceConfig,
@@ -278,26 +298,14 @@ fn start_pollers(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for t in &cfg.tenants {
-        let secret = secret(
-            t.client_secret_env.as_deref(),
-            t.client_secret_file.as_deref(),
+        let (http, tokens) = client_secret_app(
+            (
+                t.client_secret_env.as_deref(),
+                t.client_secret_file.as_deref(),
+            ),
             &format!("tenants ({}).client_secret", t.name),
-        )
-        .map_err(anyhow::Error::msg)?
-        .unwrap_or_default();
-        crate::output::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(15))
-            .build()
-            .context("HTTP client")?;
-        let tokens = Arc::new(TokenProvider::new(
-            http.clone(),
-            &t.authority,
-            &t.tenant_id,
-            &t.client_id,
-            secret,
-        ));
+            (&t.authority, &t.tenant_id, &t.client_id),
+        )?;
         let api = Arc::new(ApiClient {
             http,
             tokens,

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use azure_core::credentials::TokenCredential;
 use tokio::sync::watch;
 
 use crate::config::{secret, EntraCredential, ServiceConfig, StartAt};
 use crate::inputs::amqp::{AmqpInput, AmqpSettings};
-use crate::inputs::auth::TokenProvider;
 use crate::inputs::kafka::{KafkaInput, KafkaSettings};
 use crate::pipeline::Pipeline;
 
@@ -107,22 +106,12 @@ fn entra_credential(c: &EntraCredential, at: &str) -> Result<Arc<dyn TokenCreden
             client_secret_file,
             authority,
         } => {
-            let secret = secret(
-                client_secret_env.as_deref(),
-                client_secret_file.as_deref(),
+            super::serve::client_secret_app(
+                (client_secret_env.as_deref(), client_secret_file.as_deref()),
                 &format!("{at}.credential.client_secret"),
-            )
-            .map_err(anyhow::Error::msg)?
-            .unwrap_or_default();
-            crate::output::install_crypto_provider();
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .connect_timeout(Duration::from_secs(15))
-                .build()
-                .context("HTTP client")?;
-            Arc::new(TokenProvider::new(
-                http, authority, tenant_id, client_id, secret,
-            ))
+                (authority, tenant_id, client_id),
+            )?
+            .1
         }
         EntraCredential::ManagedIdentity { client_id } => {
             let options = azure_identity::ManagedIdentityCredentialOptions {

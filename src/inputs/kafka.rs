@@ -35,7 +35,7 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
     pub dead_letters: PathBuf,
     /// A partition with a backlog whose committed offset has not moved for this long is
-    /// stalled (`dsm_kafka_stalled`, `/readyz` fails).
+    /// stalled (`dsm_eventhub_stalled`, `/readyz` fails).
     pub stall_after: Duration,
 }
 
