@@ -26,6 +26,11 @@ pub fn start_kafka(
             &format!("kafka ({}).connection_string", k.name),
         )
         .map_err(anyhow::Error::msg)?;
+        let at = format!("kafka ({})", k.name);
+        let credential = match &k.credential {
+            Some(c) => Some(entra_credential(c, &at)?),
+            None => None,
+        };
         let input = KafkaInput::new(
             KafkaSettings {
                 name: k.name.clone(),
@@ -33,11 +38,13 @@ pub fn start_kafka(
                 topics: k.topics.clone(),
                 group_id: k.group_id.clone(),
                 connection_string,
+                credential,
                 properties: k.properties.clone(),
                 dead_letters: cfg.data_dir.join("dead-letters"),
                 stall_after: Duration::from_secs(k.stall_after_seconds),
             },
             pipeline.clone(),
+            &tokio::runtime::Handle::current(),
         )
         .map_err(anyhow::Error::msg)?;
         tracing::info!(input = %k.name, brokers = %k.brokers, topics = ?k.topics, group = %k.group_id, "consuming");

@@ -23,6 +23,9 @@ pub struct KafkaConfig {
     /// environment or a file. Neither: plaintext, for a local broker.
     pub connection_string_env: Option<String>,
     pub connection_string_file: Option<PathBuf>,
+    /// Or Entra ID (SASL_SSL, OAUTHBEARER; role Azure Event Hubs Data Receiver), as for
+    /// `[[eventhubs]]`.
+    pub credential: Option<EntraCredential>,
     /// Further librdkafka properties.
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
@@ -146,6 +149,17 @@ pub(super) fn check(kafka: &[KafkaConfig], eventhubs: &[EventHubsConfig]) -> Res
                 k.name
             ));
         }
+        let connection_string =
+            k.connection_string_env.is_some() || k.connection_string_file.is_some();
+        if connection_string && k.credential.is_some() {
+            return Err(format!(
+                "{at} ({}): give a connection string or a credential, not both",
+                k.name
+            ));
+        }
+        if let Some(c) = &k.credential {
+            check_credential(&format!("{at} ({})", k.name), c)?;
+        }
     }
     for (i, e) in eventhubs.iter().enumerate() {
         let at = format!("eventhubs[{i}]");
@@ -180,17 +194,22 @@ pub(super) fn check(kafka: &[KafkaConfig], eventhubs: &[EventHubsConfig]) -> Res
                 e.balance_seconds
             ));
         }
-        if let EntraCredential::ClientSecret {
-            client_secret_env,
-            client_secret_file,
-            ..
-        } = &e.credential
-        {
-            if client_secret_env.is_some() == client_secret_file.is_some() {
-                return Err(format!(
-                    "{at}.credential: give client_secret_env or client_secret_file"
-                ));
-            }
+        check_credential(&at, &e.credential)?;
+    }
+    Ok(())
+}
+
+fn check_credential(at: &str, c: &EntraCredential) -> Result<(), String> {
+    if let EntraCredential::ClientSecret {
+        client_secret_env,
+        client_secret_file,
+        ..
+    } = c
+    {
+        if client_secret_env.is_some() == client_secret_file.is_some() {
+            return Err(format!(
+                "{at}.credential: give client_secret_env or client_secret_file"
+            ));
         }
     }
     Ok(())
@@ -253,6 +272,10 @@ mod tests {
             (
                 format!("{mi}checkpoint_sas_url_env = \"S\"\n[[kafka]]\nname = \"s\"\nbrokers = \"b\"\ntopics = [\"t\"]\n"),
                 "`s` is used by another input",
+            ),
+            (
+                format!("{mi}checkpoint_sas_url_env = \"S\"\n[[kafka]]\nname = \"k\"\nbrokers = \"b\"\ntopics = [\"t\"]\nconnection_string_env = \"C\"\n{mi}"),
+                "a connection string or a credential, not both",
             ),
         ];
         let e = ServiceConfig::parse(

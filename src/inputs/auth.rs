@@ -162,8 +162,8 @@ impl TokenProvider {
     }
 }
 
-/// The Azure SDK (Event Hubs AMQP, the blob checkpoint store) signs in through the same
-/// client-secret provider as the pollers: one token cache, one authority setting (sovereign
+/// The Azure SDK (Event Hubs AMQP, the blob checkpoint store) and the Kafka endpoint's
+/// OAUTHBEARER sign in through the same client-secret provider as the pollers: one token cache, one authority setting (sovereign
 /// clouds), one code path the stand-in tests cover. The SDK is told the renewal time as the
 /// expiry, so it asks again when the cache would renew.
 #[async_trait::async_trait]
@@ -174,9 +174,10 @@ impl azure_core::credentials::TokenCredential for TokenProvider {
         _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
     ) -> azure_core::Result<azure_core::credentials::AccessToken> {
         let audience = Audience::Scope(scopes.join(" "));
-        // The SDK reports a failed sign-in only as a failed connection: the reason is logged here.
+        // The SDK (and librdkafka) report a failed sign-in only as a failed connection: the
+        // reason is logged here.
         let (token, until) = self.token_until(&audience).await.map_err(|e| {
-            tracing::warn!(tenant = %self.tenant_id, client = %self.client_id, error = %e, "Entra sign-in for the Azure SDK failed");
+            tracing::warn!(tenant = %self.tenant_id, client = %self.client_id, error = %e, "Entra sign-in failed");
             azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e.to_string())
         })?;
         let valid_for = until.saturating_duration_since(Instant::now());

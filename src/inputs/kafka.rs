@@ -18,6 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::kafka_oauth::{EntraTokens, KafkaContext};
 use super::stream::{InOrder, PartitionWatch, StreamMessage, StreamTaker};
 use crate::pipeline::Pipeline;
 
@@ -31,6 +32,8 @@ pub struct KafkaSettings {
     /// The namespace connection string: SASL_SSL with PLAIN, user `$ConnectionString`, as
     /// Event Hubs expects. None: plaintext (a local broker).
     pub connection_string: Option<String>,
+    /// Entra ID sign-in (SASL_SSL with OAUTHBEARER) instead of a connection string.
+    pub credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
     /// Further librdkafka properties (`session.timeout.ms` ...).
     pub properties: BTreeMap<String, String>,
     pub dead_letters: PathBuf,
@@ -41,7 +44,7 @@ pub struct KafkaSettings {
 
 pub struct KafkaInput {
     settings: KafkaSettings,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<KafkaContext>>,
     pipeline: Arc<Pipeline>,
 }
 
@@ -60,7 +63,11 @@ const IN_FLIGHT: usize = 8;
 const LAG_EVERY: Duration = Duration::from_secs(10);
 
 impl KafkaInput {
-    pub fn new(settings: KafkaSettings, pipeline: Arc<Pipeline>) -> Result<KafkaInput, String> {
+    pub fn new(
+        settings: KafkaSettings,
+        pipeline: Arc<Pipeline>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<KafkaInput, String> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group_id)
@@ -74,11 +81,22 @@ impl KafkaInput {
                 .set("sasl.username", "$ConnectionString")
                 .set("sasl.password", cs);
         }
+        if settings.credential.is_some() {
+            cfg.set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", "OAUTHBEARER");
+        }
         for (k, v) in &settings.properties {
             cfg.set(k, v);
         }
-        let consumer: StreamConsumer = cfg
-            .create()
+        let context = KafkaContext {
+            entra: settings.credential.clone().map(|credential| EntraTokens {
+                credential,
+                scope: EntraTokens::scope_for(&settings.brokers),
+                runtime: runtime.clone(),
+            }),
+        };
+        let consumer: StreamConsumer<KafkaContext> = cfg
+            .create_with_context(context)
             .map_err(|e| format!("kafka ({}): {e}", settings.name))?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer

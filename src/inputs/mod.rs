@@ -8,6 +8,7 @@ pub mod auth;
 pub mod checkpoint;
 pub mod http;
 pub mod kafka;
+pub mod kafka_oauth;
 pub mod poller;
 pub mod stream;
 pub mod tls;
