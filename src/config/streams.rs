@@ -75,6 +75,7 @@ pub struct EventHubsConfig {
     /// An instance that has not renewed its ownership for this long loses its partitions.
     #[serde(default = "default_expiry")]
     pub ownership_expiry_seconds: u64,
+    /// Events the SDK fetches ahead per partition.
     #[serde(default = "default_prefetch")]
     pub prefetch: u32,
     /// A partition with a backlog whose checkpoint does not move for this long fails `/readyz`.
@@ -121,8 +122,9 @@ fn default_balance() -> u64 {
 fn default_expiry() -> u64 {
     60
 }
+/// Bodies reach 1 MB: prefetch x owned partitions x body size bounds the memory held ahead.
 fn default_prefetch() -> u32 {
-    300
+    32
 }
 
 /// What the types cannot say: names (unique across both kinds, as dead letters are named after
