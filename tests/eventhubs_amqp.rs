@@ -152,7 +152,7 @@ fn produce_raw(messages: &Path, partition: &str, body: &str) {
 
 /// A `serve` instance reading the hub, checkpointing into the SAS container. `name` is unique
 /// across the tests (it names the instance's directory).
-fn instance(name: &str, endpoint: &str, sas: &str, api: &MsApi) -> ServeProcess {
+fn instance(name: &str, endpoint: &str, sas: &str, api: &MsApi, expiry: u64) -> ServeProcess {
     let config = format!(
         r#"[[eventhubs]]
 name = "stream"
@@ -162,7 +162,7 @@ endpoint = "{endpoint}"
 checkpoint_sas_url_file = "{{dir}}/sas"
 instance_id = "{name}"
 balance_seconds = 1
-ownership_expiry_seconds = 5
+ownership_expiry_seconds = {expiry}
 credential = {{ kind = "client-secret", tenant_id = "3f1e7a52-9c0d-4b8e-a1f3-5d2c7e9b4a10", client_id = "app", client_secret_file = "{{dir}}/secret", authority = "{authority}" }}
 "#,
         authority = api.url
@@ -232,8 +232,8 @@ fn two_processors_split_the_partitions_and_resume_from_blob_checkpoints() {
     let p = peers("two");
     produce(&p.messages, 0, 80);
     produce_raw(&p.messages, "2", "{\"records\":[{\"category\":");
-    let mut a = instance("proc-a", &p.endpoint, &p.sas, &p.api);
-    let mut b = instance("proc-b", &p.endpoint, &p.sas, &p.api);
+    let mut a = instance("proc-a", &p.endpoint, &p.sas, &p.api, 5);
+    let mut b = instance("proc-b", &p.endpoint, &p.sas, &p.api, 5);
     wait_until("the first 800 records", 120, &[&a, &b], || {
         union(&a, &b).len() >= 800
     });
@@ -375,7 +375,7 @@ credential = {{ kind = "client-secret", tenant_id = "3f1e7a52-9c0d-4b8e-a1f3-5d2
 fn a_checkpoint_store_outage_loses_nothing() {
     let mut p = peers("outage");
     produce(&p.messages, 0, 40);
-    let mut a = instance("outage-a", &p.endpoint, &p.sas, &p.api);
+    let mut a = instance("outage-a", &p.endpoint, &p.sas, &p.api, 5);
     wait_until("the first 400 records", 120, &[&a], || a.ids().len() >= 400);
     // The blob store goes away: checkpoints and ownership renewals fail, the processor is
     // reopened until the store is back, and reading resumes from the last checkpoints.
@@ -400,4 +400,31 @@ fn a_checkpoint_store_outage_loses_nothing() {
     });
     a.stop();
     assert_eq!(a.ids().iter().collect::<BTreeSet<_>>().len(), 1200);
+}
+
+#[test]
+#[ignore = "needs Azurite and python-qpid-proton (.ci/run installs them and runs this with --ignored)"]
+fn a_stopped_instance_gives_its_partitions_up_at_once() {
+    let p = peers("handover");
+    produce(&p.messages, 0, 40);
+    // Ownerships expire only after 120 s: a takeover sooner than that is the hand-over.
+    let mut a = instance("handover-a", &p.endpoint, &p.sas, &p.api, 120);
+    let mut b = instance("handover-b", &p.endpoint, &p.sas, &p.api, 120);
+    wait_until("both instances reading", 60, &[&a, &b], || {
+        union(&a, &b).len() >= 400 && !a.ids().is_empty() && !b.ids().is_empty()
+    });
+    b.stop();
+    assert!(b.log().contains("partitions given up"), "{}", b.log());
+    produce(&p.messages, 40, 40);
+    let since = Instant::now();
+    wait_until("A reading all four partitions", 60, &[&a], || {
+        union(&a, &b).len() >= 800
+    });
+    assert!(
+        since.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        since.elapsed()
+    );
+    a.stop();
+    assert_eq!(union(&a, &b).len(), 800);
 }

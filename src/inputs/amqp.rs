@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
 use azure_messaging_eventhubs::error::ErrorKind as HubsErrorKind;
-use azure_messaging_eventhubs::models::{Checkpoint, StartPositions};
+use azure_messaging_eventhubs::models::{Checkpoint, Ownership, StartPositions};
 use azure_messaging_eventhubs::processor::PartitionClient;
 use azure_messaging_eventhubs::{
     CheckpointStore, ConsumerClient, EventProcessor, ProcessorStrategy, StartLocation,
@@ -302,10 +302,58 @@ impl HubConsumer {
         };
         let _ = halt.send(true);
         let _ = processor.shutdown().await;
-        while partitions.join_next().await.is_some() {}
+        let mut held = Vec::new();
+        while let Some(done) = partitions.join_next().await {
+            if let Ok(Some(p)) = done {
+                held.push(p);
+            }
+        }
+        if stopped {
+            // Once the processor's loop has ended it renews nothing more: the partitions are
+            // given up so that the other instances take them now, not after they expire.
+            let _ = tokio::time::timeout(self.settings.balance_every + STORE_TIMEOUT, &mut running)
+                .await;
+            self.relinquish(&store, &held).await;
+        }
         running.abort();
         let _ = management.close().await;
         stopped
+    }
+
+    /// Clears the owner of the partitions this instance still holds (`held`: partition and the
+    /// owner id it claimed them under), each write conditional on the ownership blob's ETag, so
+    /// a partition another instance took meanwhile is left alone.
+    async fn relinquish(&self, store: &BlobCheckpointStore, held: &[(String, String)]) {
+        if held.is_empty() {
+            return;
+        }
+        let s = &self.settings;
+        let listed = tokio::time::timeout(
+            STORE_TIMEOUT,
+            store.list_ownerships(&s.namespace, &self.hub, &s.consumer_group),
+        )
+        .await;
+        let Ok(Ok(all)) = listed else {
+            self.error("listing ownerships to give the partitions up");
+            return;
+        };
+        let mine: Vec<Ownership> = all
+            .into_iter()
+            .filter(|o| {
+                held.iter()
+                    .any(|(p, owner)| *p == o.partition_id && o.owner_id.as_ref() == Some(owner))
+            })
+            .map(|mut o| {
+                o.owner_id = None;
+                o
+            })
+            .collect();
+        match tokio::time::timeout(STORE_TIMEOUT, store.claim_ownership(&mine)).await {
+            Ok(Ok(done)) => {
+                tracing::info!(input = %s.name, hub = %self.hub, partitions = done.len(), "partitions given up")
+            }
+            _ => self.error("giving the partitions up"),
+        }
     }
 
     /// Lag per owned partition: last enqueued sequence number less the one checkpointed.
@@ -356,10 +404,17 @@ struct Position {
 }
 
 impl PartitionTask {
-    async fn run(self, client: Arc<PartitionClient>, mut stop: watch::Receiver<bool>) {
+    /// Returns the partition and the owner id it was claimed under when it is still held at
+    /// the end (not taken by another instance).
+    async fn run(
+        self,
+        client: Arc<PartitionClient>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<(String, String)> {
         let partition = client.get_partition_id().to_string();
         tracing::info!(input = %self.settings.name, hub = %self.hub, %partition, "partition owned");
         let start = self.checkpointed(&partition).await;
+        let owner = self.owner(&partition).await;
         if let Ok(mut o) = self.owned.lock() {
             o.insert(partition.clone(), start);
         }
@@ -448,6 +503,30 @@ impl PartitionTask {
             }
         }
         tracing::info!(input = %self.settings.name, hub = %self.hub, %partition, "partition let go");
+        if taken_by_another {
+            None
+        } else {
+            owner.map(|o| (partition, o))
+        }
+    }
+
+    /// The owner id the partition's ownership blob names now (this instance's, as the
+    /// processor has just claimed it).
+    async fn owner(&self, partition: &str) -> Option<String> {
+        let s = &self.settings;
+        let listed = tokio::time::timeout(
+            STORE_TIMEOUT,
+            self.store
+                .list_ownerships(&s.namespace, &self.hub, &s.consumer_group),
+        )
+        .await;
+        match listed {
+            Ok(Ok(all)) => all
+                .into_iter()
+                .find(|o| o.partition_id == partition)
+                .and_then(|o| o.owner_id),
+            _ => None,
+        }
     }
 
     fn error(&self, partition: &str, what: &str) {
