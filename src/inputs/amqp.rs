@@ -188,12 +188,7 @@ impl HubConsumer {
     }
 
     fn error(&self, what: &str) {
-        tracing::warn!(input = %self.settings.name, hub = %self.hub, "event hubs: {what}");
-        self.taker.pipeline().telemetry.add(
-            "dsm_eventhub_errors_total",
-            &[("input", &self.settings.name)],
-            1,
-        );
+        self.taker.error(&self.hub, None, what);
     }
 
     /// A consumer client: one for the processor, one for partition properties (lag).
@@ -530,12 +525,7 @@ impl PartitionTask {
     }
 
     fn error(&self, partition: &str, what: &str) {
-        tracing::warn!(input = %self.settings.name, hub = %self.hub, %partition, "event hubs: {what}");
-        self.taker.pipeline().telemetry.add(
-            "dsm_eventhub_errors_total",
-            &[("input", &self.settings.name)],
-            1,
-        );
+        self.taker.error(&self.hub, Some(partition), what);
     }
 
     /// The sequence number the partition's checkpoint names (-1: none), where the processor

@@ -141,12 +141,8 @@ impl KafkaInput {
                 }
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
-                    tracing::warn!(input = %name, error = %e, "kafka");
-                    self.pipeline.telemetry.add(
-                        "dsm_eventhub_errors_total",
-                        &[("input", &name)],
-                        1,
-                    );
+                    let topics = self.settings.topics.join(",");
+                    taker.error(&topics, None, &format!("kafka: {e}"));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }

@@ -51,12 +51,13 @@ impl StreamTaker {
         }
     }
 
-    pub fn input(&self) -> &str {
-        &self.input
-    }
-
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+    /// Logs a client error (receive, sign-in, checkpoint, ownership) and counts it.
+    pub fn error(&self, hub: &str, partition: Option<&str>, what: &str) {
+        let partition = partition.unwrap_or("-");
+        tracing::warn!(input = %self.input, %hub, %partition, "event hubs: {what}");
+        self.pipeline
+            .telemetry
+            .add("dsm_eventhub_errors_total", &[("input", &self.input)], 1);
     }
 
     /// Hands one body to the pipeline and returns its records. Waits while the outputs refuse
