@@ -169,6 +169,18 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
     });
     report("serde_json::Value parse (reference)", parse, None);
 
+    let decode = measure(|| {
+        for l in lines {
+            decode_text(black_box(l), &origin, None, |r| {
+                black_box(&r);
+            })
+            .expect("decodes");
+        }
+    });
+    if !only_both {
+        report("  breakdown: decode alone", decode, Some(parse));
+    }
+
     for (name, formats) in [
         (
             "translate: decode+map+LEEF+ECS",
@@ -176,6 +188,7 @@ fn run(corpus_name: &str, lines: &[String], translator: &Translator) {
         ),
         ("translate: decode+map+LEEF", &[Format::Leef][..]),
         ("translate: decode+map+ECS", &[Format::Ecs][..]),
+        ("  breakdown: decode+map, no rendering", &[][..]),
     ] {
         if only_both && formats.len() != 2 {
             continue;

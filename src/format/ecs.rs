@@ -34,19 +34,52 @@ pub struct EcsPlan {
 
 /// Computed by [`EcsPlan::finish`]: the order in which slots are written (a depth-first walk of
 /// the sorted tree) and the objects that enclose each slot, so that a document is written by
-/// visiting only the filled slots.
+/// visiting only the filled slots. Flat arrays, not per-node heap objects: a mix of families
+/// rotates through their plans, and every pointer followed per slot was a cache miss.
 #[derive(Debug, Clone, Default)]
 struct Layout {
-    position_of_slot: Vec<u32>,
+    slot: Vec<SlotLayout>,
     slot_at_position: Vec<u32>,
-    leaf_of_slot: Vec<u32>,
-    /// Enclosing objects of each slot, outermost first, the root left out.
-    chain_of_slot: Vec<Box<[u32]>>,
+    /// Every node's `"key":` text, back to back; `member_of_node` gives each node's range.
+    members: Vec<u8>,
+    member_of_node: Vec<(u32, u32)>,
+    /// Chains of enclosing objects (outermost first, the root left out), back to back.
+    chains: Vec<u32>,
     /// Per dynamic place: its object node, and that node's chain including itself.
     dynamic_node: Vec<u32>,
-    chain_of_dynamic: Vec<Box<[u32]>>,
+    chain_of_dynamic: Vec<(u32, u32)>,
     /// Per node: the positions of its slots, `lo..hi`.
     range: Vec<(u32, u32)>,
+}
+
+/// Where one slot is written: its position in plan order, its `"key":` in `Layout::members`
+/// and its chain in `Layout::chains`.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotLayout {
+    position: u32,
+    member: (u32, u32),
+    chain: (u32, u32),
+}
+
+impl Layout {
+    fn member(&self, (lo, hi): (u32, u32)) -> &[u8] {
+        &self.members[lo as usize..hi as usize]
+    }
+
+    fn chain(&self, (lo, hi): (u32, u32)) -> &[u32] {
+        &self.chains[lo as usize..hi as usize]
+    }
+
+    /// The range of `chain` in `chains`, shared with the last chain stored when equal (siblings
+    /// have the same chain).
+    fn store_chain(&mut self, chain: &[u32], last: &mut (u32, u32)) -> (u32, u32) {
+        if self.chain(*last) != chain {
+            let lo = self.chains.len() as u32;
+            self.chains.extend_from_slice(chain);
+            *last = (lo, self.chains.len() as u32);
+        }
+        *last
+    }
 }
 
 /// The ECS values of one record, by slot. Sparse: a family plan has hundreds of slots (the vendor
@@ -299,28 +332,44 @@ impl EcsPlan {
     /// Fixes the writing order once every slot is known; adding a slot later undoes it.
     pub fn finish(&mut self) {
         let mut layout = Layout {
-            position_of_slot: vec![0; self.slots],
+            slot: vec![SlotLayout::default(); self.slots],
             slot_at_position: vec![0; self.slots],
-            leaf_of_slot: vec![0; self.slots],
-            chain_of_slot: vec![Box::default(); self.slots],
             dynamic_node: vec![0; self.dynamics],
-            chain_of_dynamic: vec![Box::default(); self.dynamics],
+            chain_of_dynamic: vec![(0, 0); self.dynamics],
             range: vec![(0, 0); self.nodes.len()],
+            ..Layout::default()
         };
+        for node in &self.nodes {
+            let lo = layout.members.len() as u32;
+            layout.members.extend_from_slice(&node.member);
+            layout
+                .member_of_node
+                .push((lo, layout.members.len() as u32));
+        }
         let mut next = 0u32;
         let mut chain = Vec::new();
-        self.number(0, &mut next, &mut chain, &mut layout);
+        let mut last = (0, 0);
+        self.number(0, &mut next, &mut chain, &mut last, &mut layout);
         self.layout = Some(layout);
     }
 
-    fn number(&self, node: usize, next: &mut u32, chain: &mut Vec<u32>, layout: &mut Layout) {
+    fn number(
+        &self,
+        node: usize,
+        next: &mut u32,
+        chain: &mut Vec<u32>,
+        last: &mut (u32, u32),
+        layout: &mut Layout,
+    ) {
         let lo = *next;
         match &self.nodes[node].kind {
             NodeKind::Leaf(slot) => {
-                layout.position_of_slot[*slot] = *next;
+                layout.slot[*slot] = SlotLayout {
+                    position: *next,
+                    member: layout.member_of_node[node],
+                    chain: layout.store_chain(chain, last),
+                };
                 layout.slot_at_position[*next as usize] = *slot as u32;
-                layout.leaf_of_slot[*slot] = node as u32;
-                layout.chain_of_slot[*slot] = chain.clone().into_boxed_slice();
                 *next += 1;
             }
             NodeKind::Object { children, dynamic } => {
@@ -329,10 +378,10 @@ impl EcsPlan {
                 }
                 if let Some(d) = dynamic {
                     layout.dynamic_node[*d] = node as u32;
-                    layout.chain_of_dynamic[*d] = chain.clone().into_boxed_slice();
+                    layout.chain_of_dynamic[*d] = layout.store_chain(chain, last);
                 }
                 for &c in children {
-                    self.number(c, next, chain, layout);
+                    self.number(c, next, chain, last, layout);
                 }
                 if node != 0 {
                     chain.pop();
@@ -381,7 +430,7 @@ impl EcsPlan {
         // a bitset over plan positions orders them without sorting.
         let mut bits = vec![0u64; self.slots.div_ceil(64)];
         for (slot, _) in &values.vals {
-            let pos = layout.position_of_slot[*slot as usize] as usize;
+            let pos = layout.slot[*slot as usize].position as usize;
             bits[pos / 64] |= 1 << (pos % 64);
         }
         let mut pending = dynamic_items
@@ -398,7 +447,7 @@ impl EcsPlan {
                 }
                 let slot = layout.slot_at_position[pos] as usize;
                 if let Some(v) = values.get(slot) {
-                    items.push(Item::Slot(slot, v));
+                    items.push(Item::Slot(&layout.slot[slot], v));
                 }
             }
         }
@@ -408,10 +457,10 @@ impl EcsPlan {
         let mut open: Vec<u32> = Vec::with_capacity(8);
         let mut first: Vec<bool> = vec![true];
         for item in &items {
-            let chain: &[u32] = match item {
-                Item::Slot(slot, _) => &layout.chain_of_slot[*slot],
-                Item::Dynamic(d, _, _) => &layout.chain_of_dynamic[*d],
-            };
+            let chain = layout.chain(match item {
+                Item::Slot(slot, _) => slot.chain,
+                Item::Dynamic(d, _, _) => layout.chain_of_dynamic[*d],
+            });
             let common = open.iter().zip(chain).take_while(|(a, b)| a == b).count();
             while open.len() > common {
                 open.pop();
@@ -420,7 +469,7 @@ impl EcsPlan {
             }
             for &node in &chain[common..] {
                 separate(&mut first, out);
-                out.extend_from_slice(&self.nodes[node as usize].member);
+                out.extend_from_slice(layout.member(layout.member_of_node[node as usize]));
                 out.push(b'{');
                 open.push(node);
                 first.push(true);
@@ -428,7 +477,7 @@ impl EcsPlan {
             separate(&mut first, out);
             match item {
                 Item::Slot(slot, v) => {
-                    out.extend_from_slice(&self.nodes[layout.leaf_of_slot[*slot] as usize].member);
+                    out.extend_from_slice(layout.member(slot.member));
                     write_val(v, out);
                 }
                 Item::Dynamic(_, k, v) => {
@@ -446,7 +495,7 @@ impl EcsPlan {
 }
 
 enum Item<'v, 'a> {
-    Slot(usize, &'v Val<'a>),
+    Slot(&'v SlotLayout, &'v Val<'a>),
     Dynamic(usize, &'v str, &'v Val<'a>),
 }
 

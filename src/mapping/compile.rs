@@ -8,7 +8,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::event_map::compile_event_map;
-use super::family::{Family, MemberIndex, Selector, Source};
+use super::family::{Family, MemberIndex, Op, Selector, Source};
 use super::fields::Builder;
 use super::path::Path;
 use super::predicate::Predicate;
@@ -279,6 +279,10 @@ pub fn compile_family(
         }
     }
     let carry = carry.map(|c| c.carry);
+    let ops = Op::compile(&b.rules).unwrap_or_else(|e| {
+        ctx.err(root, root.pos, e);
+        Default::default()
+    });
     let mut fixed_slot = |path: &str, ctx: &mut Ctx| match b.plan.slot(path) {
         Ok(slot) => slot,
         Err(e) => {
@@ -324,6 +328,10 @@ pub fn compile_family(
         event_category,
         device_time,
         rules: b.rules,
+        ops: ops.ops,
+        op_slots: ops.slots,
+        op_steps: ops.steps,
+        leef_names: ops.leef_names,
         event_map,
         carry,
         members,
@@ -405,7 +413,7 @@ fn compile_table(ctx: &mut Ctx, el: &Element) -> Option<LookupTable> {
     ctx.allow(el, &["id", "case-insensitive", "default", "keep-unmatched"]);
     let id = ctx.required(el, "id")?.to_string();
     let case_insensitive = bool_attr(ctx, el, "case-insensitive");
-    let mut entries = HashMap::new();
+    let mut entries = super::family::FxMap::default();
     for e in &el.children {
         if e.name != "entry" {
             ctx.err(

@@ -1,8 +1,6 @@
 //! `<event-map>`: the QRadar classification of events, (EventID, category) -> QID record, and the
 //! ECS `event.category`/`event.type` that go with it.
 
-use std::collections::HashMap;
-
 use super::compile::{Ctx, FieldSets};
 use super::family::{EventDef, EventMap};
 use super::xml::Element;
@@ -53,7 +51,7 @@ const ECS_TYPES: &[&str] = &[
 pub(super) fn compile_event_map(ctx: &mut Ctx, el: &Element, sets: &FieldSets) -> Option<EventMap> {
     ctx.allow(el, &[]);
     let mut map = EventMap {
-        by_id: HashMap::new(),
+        by_id: Default::default(),
         default: None,
     };
     event_entries(ctx, el, sets, &mut map);
@@ -130,7 +128,7 @@ fn event_entries(ctx: &mut Ctx, el: &Element, sets: &FieldSets, map: &mut EventM
             continue;
         };
         let mut included = EventMap {
-            by_id: HashMap::new(),
+            by_id: Default::default(),
             default: None,
         };
         let mut inner = Ctx {

@@ -17,7 +17,6 @@ pub mod value;
 pub mod xml;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 use crate::event::{RawRecord, SourceKind};
@@ -150,7 +149,7 @@ impl GenericPlan {
 /// Which families to try for a record: those that require its `category`, then the others.
 #[derive(Debug, Default)]
 struct Dispatch {
-    by_category: HashMap<String, Vec<usize>>,
+    by_category: family::FxMap<String, Vec<usize>>,
     rest: Vec<usize>,
 }
 

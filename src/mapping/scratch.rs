@@ -26,10 +26,22 @@ const GEO_CACHE: usize = 16_384;
 
 /// The members of the last record of a family, in order, with what each name resolved to.
 /// Records of one table arrive with the same columns in the same order, so the next record's
-/// names are checked against these with one string compare each instead of a hash lookup.
+/// names are checked against these with one string compare each instead of a hash lookup. The
+/// names are kept back to back in one buffer: boxed one by one, each compare was a cache miss.
 #[derive(Default)]
 pub struct Shape {
-    names: Vec<(Box<str>, Member, Option<Box<str>>)>,
+    /// Each member's name, then its snake_case name when it is not a known column.
+    text: String,
+    entries: Vec<ShapeEntry>,
+}
+
+/// One member of a [`Shape`]: its name is `text[start..name_end]`, its snake_case name
+/// `text[name_end..end]` (none when empty).
+struct ShapeEntry {
+    start: u32,
+    name_end: u32,
+    end: u32,
+    member: Member,
 }
 
 impl Scratch {
@@ -121,17 +133,30 @@ impl Shape {
         name: &str,
         lookup: impl FnOnce(&str) -> Member,
     ) -> (Member, Option<&str>) {
-        let hit = self.names.get(i).is_some_and(|(n, _, _)| **n == *name);
+        let hit = self
+            .entries
+            .get(i)
+            .is_some_and(|e| self.text[e.start as usize..e.name_end as usize] == *name);
         if !hit {
-            self.names.truncate(i);
-            let m = lookup(name);
-            let snake = m
-                .column
-                .is_none()
-                .then(|| snake_case(name).into_boxed_str());
-            self.names.push((Box::from(name), m, snake));
+            self.entries.truncate(i);
+            self.text
+                .truncate(self.entries.last().map_or(0, |e| e.end as usize));
+            let member = lookup(name);
+            let start = self.text.len() as u32;
+            self.text.push_str(name);
+            let name_end = self.text.len() as u32;
+            if member.column.is_none() {
+                self.text.push_str(&snake_case(name));
+            }
+            self.entries.push(ShapeEntry {
+                start,
+                name_end,
+                end: self.text.len() as u32,
+                member,
+            });
         }
-        let (_, m, snake) = &self.names[i];
-        (*m, snake.as_deref())
+        let e = &self.entries[i];
+        let snake = &self.text[e.name_end as usize..e.end as usize];
+        (e.member, (!snake.is_empty()).then_some(snake))
     }
 }

@@ -2,7 +2,6 @@
 //! tables they use.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use crate::json::Json;
 #[derive(Debug)]
 pub struct LookupTable {
     pub id: String,
-    pub entries: HashMap<String, String>,
+    pub entries: super::family::FxMap<String, String>,
     pub case_insensitive: bool,
     pub default: Option<String>,
     /// A key with no entry and no default keeps its own value instead of becoming absent.
