@@ -96,10 +96,12 @@ impl<'a> EcsValues<'a> {
     pub fn new(slots: usize) -> Self {
         EcsValues {
             index: vec![EMPTY; slots],
-            vals: Vec::with_capacity(64),
+            // A process event fills about 75 slots; growing the list copied it whole.
+            vals: Vec::with_capacity(slots.min(96)),
         }
     }
 
+    #[inline]
     pub fn get(&self, slot: usize) -> Option<&Val<'a>> {
         match self.index.get(slot) {
             Some(&i) if i != EMPTY => self.vals.get(i as usize).map(|(_, v)| v),
@@ -107,11 +109,13 @@ impl<'a> EcsValues<'a> {
         }
     }
 
+    #[inline]
     pub fn is_set(&self, slot: usize) -> bool {
         self.index.get(slot).is_some_and(|&i| i != EMPTY)
     }
 
     /// Sets the slot, replacing any value.
+    #[inline]
     pub fn set(&mut self, slot: usize, v: Val<'a>) {
         let Some(&i) = self.index.get(slot) else {
             return;

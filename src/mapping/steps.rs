@@ -52,6 +52,8 @@ pub enum Step {
     Unique,
     Basename,
     Dirname,
+    /// What follows the last `.` of a file name (ECS `file.extension`).
+    Extension,
     Url,
     Split(String),
     Join(String),
@@ -86,6 +88,7 @@ pub const STEP_NAMES: &[&str] = &[
     "unique",
     "basename",
     "dirname",
+    "extension",
     "url",
     "mac",
     "user-agent",
@@ -148,6 +151,7 @@ impl Step {
             "list" => Step::List,
             "unique" => Step::Unique,
             "basename" => Step::Basename,
+            "extension" => Step::Extension,
             "dirname" => Step::Dirname,
             "url" => Step::Url,
             "mac" => Step::Mac,
@@ -350,6 +354,22 @@ impl Step {
                 other => other,
             },
             Step::Basename => map_str(v, |s| s.rfind(['\\', '/']).map(|i| s[i + 1..].to_string())),
+            // The regex `\.([^.\\/]+)$` said the same, at ~3,600 instructions a record.
+            Step::Extension => {
+                let s = match v {
+                    Val::Str(s) => s,
+                    other => Cow::Owned(text_of(&other)),
+                };
+                let at = s
+                    .rfind('.')
+                    .map(|i| i + 1)
+                    .filter(|&i| i < s.len() && !s[i..].contains(['\\', '/']));
+                match (at, s) {
+                    (None, _) => return Ok(None),
+                    (Some(i), Cow::Borrowed(b)) => Val::Str(Cow::Borrowed(&b[i..])),
+                    (Some(i), Cow::Owned(o)) => Val::Str(Cow::Owned(o[i..].to_string())),
+                }
+            }
             Step::Dirname => match v {
                 Val::Str(ref s) => match s.rfind(['\\', '/']) {
                     Some(0) => Val::Str(Cow::Owned(s[..1].to_string())),
@@ -748,6 +768,41 @@ mod tests {
 
     fn run(step: Step, v: Val<'static>) -> Result<Option<Val<'static>>, String> {
         step.apply(v)
+    }
+
+    #[test]
+    fn extension_says_what_the_regex_it_replaced_said() {
+        let re = regex::Regex::new(r"\.([^.\\/]+)$").unwrap();
+        for name in [
+            "a.exe",
+            "A.DLL",
+            "archive.tar.gz",
+            "noext",
+            "trailing.",
+            ".profile",
+            "..",
+            "",
+            r"C:\dir.d\file",
+            r"C:\dir\file.txt",
+            "dir.d/file",
+            "x.y/z.w",
+            "é.ünï",
+        ] {
+            let expected = re
+                .captures(name)
+                .and_then(|c| c.get(1))
+                .map(|m| m.as_str().to_string());
+            let got = run(Step::Extension, s(name)).unwrap();
+            assert_eq!(
+                got.as_ref().and_then(Val::as_str),
+                expected.as_deref(),
+                "{name:?}"
+            );
+            let borrowed = Step::Extension
+                .apply(Val::Str(Cow::Borrowed(name)))
+                .unwrap();
+            assert_eq!(borrowed, got, "{name:?}");
+        }
     }
 
     #[test]
