@@ -2,6 +2,7 @@
 //! the mapping files load, so each record only fills slots and the writer walks a sorted tree.
 //! No JSON tree is built per record, and key order is stable (sorted, as Elastic shows documents).
 
+use std::collections::HashMap;
 use std::io::Write as _;
 
 use crate::mapping::value::Val;
@@ -70,15 +71,21 @@ impl Layout {
         &self.chains[lo as usize..hi as usize]
     }
 
-    /// The range of `chain` in `chains`, shared with the last chain stored when equal (siblings
-    /// have the same chain).
-    fn store_chain(&mut self, chain: &[u32], last: &mut (u32, u32)) -> (u32, u32) {
-        if self.chain(*last) != chain {
-            let lo = self.chains.len() as u32;
-            self.chains.extend_from_slice(chain);
-            *last = (lo, self.chains.len() as u32);
+    /// The range of `chain` in `chains`, one per distinct chain, so that equal ranges mean
+    /// equal chains and unequal ones different chains.
+    fn store_chain(
+        &mut self,
+        chain: &[u32],
+        stored: &mut HashMap<Vec<u32>, (u32, u32)>,
+    ) -> (u32, u32) {
+        if let Some(range) = stored.get(chain) {
+            return *range;
         }
-        *last
+        let lo = self.chains.len() as u32;
+        self.chains.extend_from_slice(chain);
+        let range = (lo, self.chains.len() as u32);
+        stored.insert(chain.to_vec(), range);
+        range
     }
 }
 
@@ -352,8 +359,8 @@ impl EcsPlan {
         }
         let mut next = 0u32;
         let mut chain = Vec::new();
-        let mut last = (0, 0);
-        self.number(0, &mut next, &mut chain, &mut last, &mut layout);
+        let mut stored = HashMap::new();
+        self.number(0, &mut next, &mut chain, &mut stored, &mut layout);
         self.layout = Some(layout);
     }
 
@@ -362,7 +369,7 @@ impl EcsPlan {
         node: usize,
         next: &mut u32,
         chain: &mut Vec<u32>,
-        last: &mut (u32, u32),
+        stored: &mut HashMap<Vec<u32>, (u32, u32)>,
         layout: &mut Layout,
     ) {
         let lo = *next;
@@ -371,7 +378,7 @@ impl EcsPlan {
                 layout.slot[*slot] = SlotLayout {
                     position: *next,
                     member: layout.member_of_node[node],
-                    chain: layout.store_chain(chain, last),
+                    chain: layout.store_chain(chain, stored),
                 };
                 layout.slot_at_position[*next as usize] = *slot as u32;
                 *next += 1;
@@ -382,10 +389,10 @@ impl EcsPlan {
                 }
                 if let Some(d) = dynamic {
                     layout.dynamic_node[*d] = node as u32;
-                    layout.chain_of_dynamic[*d] = layout.store_chain(chain, last);
+                    layout.chain_of_dynamic[*d] = layout.store_chain(chain, stored);
                 }
                 for &c in children {
-                    self.number(c, next, chain, last, layout);
+                    self.number(c, next, chain, stored, layout);
                 }
                 if node != 0 {
                     chain.pop();
@@ -410,7 +417,7 @@ impl EcsPlan {
         };
         // Dynamic entries go just before the first static member of their object whose key is
         // greater; they are few, so they alone are sorted. Slots are visited in plan order.
-        let mut dynamic_items: Vec<(u32, usize, Item)> = Vec::new();
+        let mut pending: Vec<(u32, usize, (u32, u32), &str, &Val)> = Vec::new();
         for (d, entries) in dynamics.iter().enumerate() {
             let Some(&node) = layout.dynamic_node.get(d) else {
                 continue;
@@ -426,10 +433,12 @@ impl EcsPlan {
                 let pos = children
                     .get(at)
                     .map_or(layout.range[node as usize].1, |&c| layout.range[c].0);
-                dynamic_items.push((pos, dynamic_items.len(), Item::Dynamic(d, k, v)));
+                let chain = layout.chain_of_dynamic[d];
+                pending.push((pos, pending.len(), chain, k.as_str(), v));
             }
         }
-        dynamic_items.sort_unstable_by_key(|(pos, seq, _)| (*pos, *seq));
+        pending.sort_unstable_by_key(|&(pos, seq, ..)| (pos, seq));
+        let mut pending = pending.into_iter().peekable();
         // Filled slots in plan order: a record fills a few dozen of a plan's hundreds of slots;
         // a bitset over plan positions orders them without sorting.
         let mut bits = vec![0u64; self.slots.div_ceil(64)];
@@ -437,78 +446,97 @@ impl EcsPlan {
             let pos = layout.slot[*slot as usize].position as usize;
             bits[pos / 64] |= 1 << (pos % 64);
         }
-        let mut pending = dynamic_items
-            .into_iter()
-            .map(|(pos, _, item)| (pos, item))
-            .peekable();
-        let mut items: Vec<Item> = Vec::with_capacity(values.vals.len() + 8);
+        let mut doc = Nesting::default();
+        out.push(b'{');
         for (w, mut word) in bits.into_iter().enumerate() {
             while word != 0 {
                 let pos = w * 64 + word.trailing_zeros() as usize;
                 word &= word - 1;
-                while let Some((_, item)) = pending.next_if(|(p, _)| *p as usize <= pos) {
-                    items.push(item);
-                }
-                let slot = layout.slot_at_position[pos] as usize;
-                if let Some(v) = values.get(slot) {
-                    items.push(Item::Slot(&layout.slot[slot], v));
-                }
-            }
-        }
-        items.extend(pending.map(|(_, item)| item));
-
-        out.push(b'{');
-        let mut open: Vec<u32> = Vec::with_capacity(8);
-        let mut first: Vec<bool> = vec![true];
-        for item in &items {
-            let chain = layout.chain(match item {
-                Item::Slot(slot, _) => slot.chain,
-                Item::Dynamic(d, _, _) => layout.chain_of_dynamic[*d],
-            });
-            let common = open.iter().zip(chain).take_while(|(a, b)| a == b).count();
-            while open.len() > common {
-                open.pop();
-                first.pop();
-                out.push(b'}');
-            }
-            for &node in &chain[common..] {
-                separate(&mut first, out);
-                out.extend_from_slice(layout.member(layout.member_of_node[node as usize]));
-                out.push(b'{');
-                open.push(node);
-                first.push(true);
-            }
-            separate(&mut first, out);
-            match item {
-                Item::Slot(slot, v) => {
-                    out.extend_from_slice(layout.member(slot.member));
-                    write_val(v, out);
-                }
-                Item::Dynamic(_, k, v) => {
+                while let Some((_, _, chain, k, v)) = pending.next_if(|e| e.0 as usize <= pos) {
+                    doc.member(layout, chain, out);
                     write_str(k, out);
                     out.push(b':');
                     write_val(v, out);
                 }
+                let slot = layout.slot_at_position[pos] as usize;
+                if let Some(v) = values.get(slot) {
+                    let at = &layout.slot[slot];
+                    doc.member(layout, at.chain, out);
+                    out.extend_from_slice(layout.member(at.member));
+                    write_val(v, out);
+                }
             }
         }
-        for _ in open {
+        for (_, _, chain, k, v) in pending {
+            doc.member(layout, chain, out);
+            write_str(k, out);
+            out.push(b':');
+            write_val(v, out);
+        }
+        for _ in doc.open {
             out.push(b'}');
         }
         out.push(b'}');
     }
 }
 
-enum Item<'v, 'a> {
-    Slot(&'v SlotLayout, &'v Val<'a>),
-    Dynamic(usize, &'v str, &'v Val<'a>),
+/// The objects open while a document is written, and whether each has a member yet.
+#[derive(Default)]
+struct Nesting {
+    /// The chain (range in `Layout::chains`) whose objects are open: a member in the same object
+    /// as the last one costs one compare.
+    current: (u32, u32),
+    open: Vec<u32>,
+    /// Per open object, outermost first: whether it has no member yet.
+    fresh: Vec<bool>,
+    wrote_at_root: bool,
 }
 
-fn separate(first: &mut [bool], out: &mut Vec<u8>) {
-    if let Some(f) = first.last_mut() {
-        if !*f {
+impl Nesting {
+    /// Makes `chain`'s objects the open ones and writes the separator of a new member in the
+    /// innermost.
+    fn member(&mut self, layout: &Layout, chain: (u32, u32), out: &mut Vec<u8>) {
+        if chain != self.current {
+            let want = layout.chain(chain);
+            let common = self
+                .open
+                .iter()
+                .zip(want)
+                .take_while(|(a, b)| a == b)
+                .count();
+            while self.open.len() > common {
+                self.open.pop();
+                self.fresh.pop();
+                out.push(b'}');
+            }
+            for &node in &want[common..] {
+                self.separate(out);
+                out.extend_from_slice(layout.member(layout.member_of_node[node as usize]));
+                out.push(b'{');
+                self.open.push(node);
+                self.fresh.push(true);
+            }
+            self.current = chain;
+        }
+        self.separate(out);
+    }
+
+    fn separate(&mut self, out: &mut Vec<u8>) {
+        let fresh = match self.fresh.last_mut() {
+            Some(f) => f,
+            None => {
+                let was = !self.wrote_at_root;
+                self.wrote_at_root = true;
+                if !was {
+                    out.push(b',');
+                }
+                return;
+            }
+        };
+        if !*fresh {
             out.push(b',');
         }
-        *f = false;
+        *fresh = false;
     }
 }
 
