@@ -417,7 +417,7 @@ impl EcsPlan {
         };
         // Dynamic entries go just before the first static member of their object whose key is
         // greater; they are few, so they alone are sorted. Slots are visited in plan order.
-        let mut pending: Vec<(u32, usize, (u32, u32), &str, &Val)> = Vec::new();
+        let mut pending: Vec<DynamicEntry> = Vec::new();
         for (d, entries) in dynamics.iter().enumerate() {
             let Some(&node) = layout.dynamic_node.get(d) else {
                 continue;
@@ -433,11 +433,15 @@ impl EcsPlan {
                 let pos = children
                     .get(at)
                     .map_or(layout.range[node as usize].1, |&c| layout.range[c].0);
-                let chain = layout.chain_of_dynamic[d];
-                pending.push((pos, pending.len(), chain, k.as_str(), v));
+                pending.push(DynamicEntry {
+                    pos,
+                    chain: layout.chain_of_dynamic[d],
+                    key: k,
+                    val: v,
+                });
             }
         }
-        pending.sort_unstable_by_key(|&(pos, seq, ..)| (pos, seq));
+        pending.sort_by_key(|e| e.pos);
         let mut pending = pending.into_iter().peekable();
         // Filled slots in plan order: a record fills a few dozen of a plan's hundreds of slots;
         // a bitset over plan positions orders them without sorting.
@@ -452,11 +456,8 @@ impl EcsPlan {
             while word != 0 {
                 let pos = w * 64 + word.trailing_zeros() as usize;
                 word &= word - 1;
-                while let Some((_, _, chain, k, v)) = pending.next_if(|e| e.0 as usize <= pos) {
-                    doc.member(layout, chain, out);
-                    write_str(k, out);
-                    out.push(b':');
-                    write_val(v, out);
+                while let Some(e) = pending.next_if(|e| e.pos as usize <= pos) {
+                    e.write(&mut doc, layout, out);
                 }
                 let slot = layout.slot_at_position[pos] as usize;
                 if let Some(v) = values.get(slot) {
@@ -467,16 +468,31 @@ impl EcsPlan {
                 }
             }
         }
-        for (_, _, chain, k, v) in pending {
-            doc.member(layout, chain, out);
-            write_str(k, out);
-            out.push(b':');
-            write_val(v, out);
+        for e in pending {
+            e.write(&mut doc, layout, out);
         }
         for _ in doc.open {
             out.push(b'}');
         }
         out.push(b'}');
+    }
+}
+
+/// A member known only per record, waiting for its place among the slots: it goes before the
+/// slot at plan position `pos`, in the objects of `chain`.
+struct DynamicEntry<'v, 'a> {
+    pos: u32,
+    chain: (u32, u32),
+    key: &'v str,
+    val: &'v Val<'a>,
+}
+
+impl DynamicEntry<'_, '_> {
+    fn write(&self, doc: &mut Nesting, layout: &Layout, out: &mut Vec<u8>) {
+        doc.member(layout, self.chain, out);
+        write_str(self.key, out);
+        out.push(b':');
+        write_val(self.val, out);
     }
 }
 
