@@ -257,18 +257,6 @@ pub fn compile_family(
                     }
                 }
             }
-            rule.plain_member = match rule.sources.as_slice() {
-                [Source::Member(i, rest)]
-                    if rest.is_empty()
-                        && rule.when.is_none()
-                        && rule.regex.is_none()
-                        && rule.steps.is_empty()
-                        && rule.default.is_none() =>
-                {
-                    Some(*i)
-                }
-                _ => None,
-            };
         }
     }
     if let Some(c) = &carry {

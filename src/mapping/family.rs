@@ -134,9 +134,6 @@ pub struct Rule {
     pub append: Vec<usize>,
     /// The ECS paths of `ecs` and `append`, to tell core targets from vendor ones.
     pub targets: Vec<String>,
-    /// Set when the rule only copies one member as it is (no condition, conversion, regex or
-    /// default): most rules, evaluated without the general machinery.
-    pub plain_member: Option<usize>,
     /// The path or constant, for diagnostics.
     pub what: String,
     pub file: String,
@@ -255,12 +252,6 @@ impl Rule {
         cache: &mut Scratch,
         errors: &mut Vec<String>,
     ) -> Eval<'a> {
-        if let Some(i) = self.plain_member {
-            return match args.get(i).copied().flatten().and_then(Val::from_json) {
-                Some(v) => Eval::Value(v),
-                None => Eval::Absent,
-            };
-        }
         if let Some((w, id)) = &self.when {
             let holds = match cache.condition(*id) {
                 Some(known) => known,

@@ -255,7 +255,6 @@ impl Builder {
             ecs: Vec::new(),
             append: Vec::new(),
             targets: Vec::new(),
-            plain_member: None,
             what: el
                 .get("path")
                 .or(el.get("value"))
