@@ -8,8 +8,9 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::event_map::compile_event_map;
-use super::family::{Family, MemberIndex, Op, Selector, Source};
+use super::family::{Family, MemberIndex, Selector, Source};
 use super::fields::Builder;
+use super::ops::Op;
 use super::path::Path;
 use super::predicate::Predicate;
 use super::steps::LookupTable;

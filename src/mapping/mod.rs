@@ -8,6 +8,7 @@ mod event_map;
 pub mod family;
 mod fields;
 pub mod geo;
+pub mod ops;
 pub mod path;
 pub mod predicate;
 pub mod scratch;
