@@ -10,8 +10,6 @@ use crate::mapping::value::Val;
 #[derive(Debug, Clone)]
 struct PlanNode {
     key: String,
-    /// `"key":`, escaped once when the plan is built.
-    member: Vec<u8>,
     kind: NodeKind,
 }
 
@@ -176,7 +174,6 @@ impl Default for EcsPlan {
         EcsPlan {
             nodes: vec![PlanNode {
                 key: String::new(),
-                member: Vec::new(),
                 kind: NodeKind::Object {
                     children: vec![],
                     dynamic: None,
@@ -320,12 +317,8 @@ impl EcsPlan {
 
     fn add_child(&mut self, parent: usize, key: &str, kind: NodeKind) -> usize {
         let id = self.nodes.len();
-        let mut member = Vec::with_capacity(key.len() + 3);
-        write_str(key, &mut member);
-        member.push(b':');
         self.nodes.push(PlanNode {
             key: key.to_string(),
-            member,
             kind,
         });
         let at = match &self.nodes[parent].kind {
@@ -350,9 +343,11 @@ impl EcsPlan {
             range: vec![(0, 0); self.nodes.len()],
             ..Layout::default()
         };
+        // `"key":` of every node, escaped once here.
         for node in &self.nodes {
             let lo = layout.members.len() as u32;
-            layout.members.extend_from_slice(&node.member);
+            write_str(&node.key, &mut layout.members);
+            layout.members.push(b':');
             layout
                 .member_of_node
                 .push((lo, layout.members.len() as u32));
@@ -450,7 +445,7 @@ impl EcsPlan {
             let pos = layout.slot[*slot as usize].position as usize;
             bits[pos / 64] |= 1 << (pos % 64);
         }
-        let mut doc = Nesting::default();
+        let mut doc = Nesting::new();
         out.push(b'{');
         for (w, mut word) in bits.into_iter().enumerate() {
             while word != 0 {
@@ -497,18 +492,24 @@ impl DynamicEntry<'_, '_> {
 }
 
 /// The objects open while a document is written, and whether each has a member yet.
-#[derive(Default)]
 struct Nesting {
     /// The chain (range in `Layout::chains`) whose objects are open: a member in the same object
     /// as the last one costs one compare.
     current: (u32, u32),
     open: Vec<u32>,
-    /// Per open object, outermost first: whether it has no member yet.
+    /// Per object, the document's own first, then the open ones: whether it has no member yet.
     fresh: Vec<bool>,
-    wrote_at_root: bool,
 }
 
 impl Nesting {
+    fn new() -> Self {
+        Nesting {
+            current: (0, 0),
+            open: Vec::new(),
+            fresh: vec![true],
+        }
+    }
+
     /// Makes `chain`'s objects the open ones and writes the separator of a new member in the
     /// innermost.
     fn member(&mut self, layout: &Layout, chain: (u32, u32), out: &mut Vec<u8>) {
@@ -538,21 +539,12 @@ impl Nesting {
     }
 
     fn separate(&mut self, out: &mut Vec<u8>) {
-        let fresh = match self.fresh.last_mut() {
-            Some(f) => f,
-            None => {
-                let was = !self.wrote_at_root;
-                self.wrote_at_root = true;
-                if !was {
-                    out.push(b',');
-                }
-                return;
+        if let Some(fresh) = self.fresh.last_mut() {
+            if !*fresh {
+                out.push(b',');
             }
-        };
-        if !*fresh {
-            out.push(b',');
+            *fresh = false;
         }
-        *fresh = false;
     }
 }
 

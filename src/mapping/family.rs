@@ -357,13 +357,8 @@ pub struct Family {
 impl Family {
     /// The LEEF keys the family's fields write, sorted.
     pub fn leef_key_names(&self) -> Vec<&str> {
-        let mut keys: Vec<&str> = self
-            .rules
-            .iter()
-            .filter_map(|r| r.leef.as_ref().map(|(k, _)| k.as_str()))
-            .collect();
+        let mut keys: Vec<&str> = self.leef_names.iter().map(String::as_str).collect();
         keys.sort_unstable();
-        keys.dedup();
         keys
     }
 

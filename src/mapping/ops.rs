@@ -23,7 +23,8 @@ pub struct Op {
     pub(super) append: u16,
     /// The LEEF key's index, or `Op::NONE`.
     pub(super) leef: u16,
-    /// The id of the rule's condition, when the per-record cache can hold it, or `Op::NONE`.
+    /// The id of the rule's condition, or `Op::NONE` (also for ids beyond `u16`, which then
+    /// take the general path).
     pub(super) when: u16,
     pub(super) required: bool,
 }
@@ -90,10 +91,11 @@ impl Op {
                 ecs: small(r.ecs.len(), "targets of a field")?,
                 append: small(r.append.len(), "targets of a field")?,
                 leef,
-                when: match &r.when {
-                    Some((_, id)) if *id < 64 => *id as u16,
-                    _ => Op::NONE,
-                },
+                when: r
+                    .when
+                    .as_ref()
+                    .and_then(|(_, id)| u16::try_from(*id).ok())
+                    .unwrap_or(Op::NONE),
                 required: r.required,
             });
         }

@@ -363,39 +363,24 @@ impl Step {
             },
             Step::Basename => map_str(v, |s| s.rfind(['\\', '/']).map(|i| s[i + 1..].to_string())),
             // The regex `\.([^.\\/]+)$` said the same, at ~3,600 instructions a record.
-            Step::Extension => {
-                let s = match v {
-                    Val::Str(s) => s,
-                    other => Cow::Owned(text_of(&other)),
-                };
-                let at = s
-                    .rfind('.')
-                    .map(|i| i + 1)
-                    .filter(|&i| i < s.len() && !s[i..].contains(['\\', '/']));
-                match (at, s) {
-                    (None, _) => return Ok(None),
-                    (Some(i), Cow::Borrowed(b)) => Val::Str(Cow::Borrowed(&b[i..])),
-                    (Some(i), Cow::Owned(o)) => Val::Str(Cow::Owned(o[i..].to_string())),
+            Step::Extension => match part_of(v, |s| {
+                let at = s.rfind('.')? + 1;
+                (at < s.len() && !s[at..].contains(['\\', '/'])).then_some(at..s.len())
+            }) {
+                Some(x) => x,
+                None => return Ok(None),
+            },
+            Step::RegistryHive | Step::RegistryKey => match part_of(v, |s| {
+                let (hive, key) = registry_split(s)?;
+                match self {
+                    Step::RegistryHive => Some(0..hive.len()),
+                    _ if key.is_empty() || key.contains('\n') => None,
+                    _ => Some(hive.len() + 1..s.len()),
                 }
-            }
-            Step::RegistryHive | Step::RegistryKey => {
-                let s = match v {
-                    Val::Str(s) => s,
-                    other => Cow::Owned(text_of(&other)),
-                };
-                let Some((hive, key)) = registry_split(&s) else {
-                    return Ok(None);
-                };
-                let (at, len) = match self {
-                    Step::RegistryHive => (0, hive.len()),
-                    _ if key.is_empty() || key.contains('\n') => return Ok(None),
-                    _ => (hive.len() + 1, key.len()),
-                };
-                match s {
-                    Cow::Borrowed(b) => Val::Str(Cow::Borrowed(&b[at..at + len])),
-                    Cow::Owned(o) => Val::Str(Cow::Owned(o[at..at + len].to_string())),
-                }
-            }
+            }) {
+                Some(x) => x,
+                None => return Ok(None),
+            },
             Step::Dirname => match v {
                 Val::Str(ref s) => match s.rfind(['\\', '/']) {
                     Some(0) => Val::Str(Cow::Owned(s[..1].to_string())),
@@ -453,6 +438,22 @@ impl Step {
             | Step::ArgCount => v,
         }))
     }
+}
+
+/// The part of a value's text that `find` says, borrowed from the record when the text is.
+fn part_of<'a>(
+    v: Val<'a>,
+    find: impl FnOnce(&str) -> Option<std::ops::Range<usize>>,
+) -> Option<Val<'a>> {
+    let s = match v {
+        Val::Str(s) => s,
+        other => Cow::Owned(other.to_text().into_owned()),
+    };
+    let range = find(&s)?;
+    Some(Val::Str(match s {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+        Cow::Owned(o) => Cow::Owned(o[range].to_string()),
+    }))
 }
 
 /// A registry path's hive and the rest after its `\`, when it starts with one: `HKEY_` and
