@@ -120,8 +120,8 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
                 None => {
                     let mut fallback: Members<'t> = Vec::new();
                     if let Some(c) = &cve {
-                        fallback.push((Cow::Borrowed("id"), Json::Str(Cow::Owned(c.clone()))));
-                        fallback.push((Cow::Borrowed("name"), Json::Str(Cow::Owned(c.clone()))));
+                        fallback.push((Cow::Borrowed("id"), Json::Str(c.clone().into())));
+                        fallback.push((Cow::Borrowed("name"), Json::Str(c.clone().into())));
                     }
                     if let Some(s) = affected
                         .iter()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use std::borrow::Cow;
 
-use crate::json::Json;
+use crate::json::{Json, JsonStream};
 
 use crate::event::{Position, RawRecord, SourceKind};
 
@@ -31,7 +31,7 @@ pub fn decode_text<'t>(
     forced: Option<SourceKind>,
     mut emit: impl FnMut(RawRecord<'t>),
 ) -> Result<usize, DecodeError> {
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Json<'t>>();
+    let mut stream = JsonStream::new(text);
     let mut count = 0;
     // Line numbers are counted forward from the previous document, so a large NDJSON input is
     // read in linear time.

@@ -8,6 +8,201 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::de::StrRead;
+
+/// A string value's text, borrowed where it can be.
+///
+/// Text is *clean* when it holds no byte that JSON must escape (`"`, `\` or a byte below 0x20).
+/// Only this module's parser marks text clean: serde_json borrows a string from its input only
+/// when the string has no escape sequences, and it refuses raw control characters, so borrowed
+/// strings are clean. Writers copy clean text without scanning it; escaping is a tenth of the
+/// translate path's cost otherwise (see BENCHMARKS.md). Cleanliness is a property of the
+/// content, so owned copies and parts of clean text stay clean.
+#[derive(Debug, Clone)]
+pub struct Text<'a> {
+    text: Cow<'a, str>,
+    clean: bool,
+}
+
+impl<'a> Text<'a> {
+    /// True when the text holds no byte that JSON must escape (see the type).
+    pub fn is_clean(&self) -> bool {
+        self.clean
+    }
+
+    /// The text, borrowed for `'a` when it is borrowed.
+    pub fn borrowed(&self) -> Option<&'a str> {
+        match self.text {
+            Cow::Borrowed(b) => Some(b),
+            Cow::Owned(_) => None,
+        }
+    }
+
+    /// Text whose cleanliness is found by scanning it: for text made once, such as a mapping
+    /// file's constants, and then borrowed per record with [`Text::reborrow`].
+    pub fn checked(text: impl Into<Cow<'a, str>>) -> Text<'a> {
+        let text = text.into();
+        let clean = !text.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\');
+        Text { text, clean }
+    }
+
+    /// The same text, borrowed from this one.
+    pub fn reborrow(&self) -> Text<'_> {
+        Text {
+            text: Cow::Borrowed(&self.text),
+            clean: self.clean,
+        }
+    }
+
+    /// `part`, a slice of this text's borrowed string, as text. It stays clean when this text
+    /// is clean and `part` lies inside it.
+    pub fn part(&self, part: &'a str) -> Text<'a> {
+        let inside = self.borrowed().is_some_and(|whole| {
+            let (w, p) = (
+                whole.as_bytes().as_ptr_range(),
+                part.as_bytes().as_ptr_range(),
+            );
+            w.start <= p.start && p.end <= w.end
+        });
+        Text {
+            text: Cow::Borrowed(part),
+            clean: self.clean && inside,
+        }
+    }
+
+    /// The characters of `range`, with this text's cleanliness.
+    pub fn sub(&self, range: std::ops::Range<usize>) -> Text<'a> {
+        let text = match &self.text {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+            Cow::Owned(o) => Cow::Owned(o[range].to_string()),
+        };
+        Text {
+            text,
+            clean: self.clean,
+        }
+    }
+
+    /// The text in lower case. Case mappings turn letters into letters (and combining marks),
+    /// never into quotes, backslashes or control characters, so clean text stays clean.
+    pub fn lowercased(&self) -> Text<'static> {
+        Text {
+            text: Cow::Owned(self.text.to_lowercase()),
+            clean: self.clean,
+        }
+    }
+
+    /// The text in upper case; clean text stays clean (see [`Text::lowercased`]).
+    pub fn uppercased(&self) -> Text<'static> {
+        Text {
+            text: Cow::Owned(self.text.to_uppercase()),
+            clean: self.clean,
+        }
+    }
+
+    pub fn into_owned(self) -> Text<'static> {
+        Text {
+            text: Cow::Owned(self.text.into_owned()),
+            clean: self.clean,
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.text.into_owned()
+    }
+
+    pub fn into_cow(self) -> Cow<'a, str> {
+        self.text
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::borrow::Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Texts are equal when their characters are; cleanliness follows from the characters.
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Text<'_>) -> bool {
+        self.text == other.text
+    }
+}
+
+impl PartialEq<str> for Text<'_> {
+    fn eq(&self, other: &str) -> bool {
+        *self.text == *other
+    }
+}
+
+impl PartialEq<&str> for Text<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.text == **other
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Text<'a> {
+        Text {
+            text: Cow::Borrowed(s),
+            clean: false,
+        }
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(s: String) -> Self {
+        Text {
+            text: Cow::Owned(s),
+            clean: false,
+        }
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for Text<'a> {
+    fn from(text: Cow<'a, str>) -> Text<'a> {
+        Text { text, clean: false }
+    }
+}
+
+/// The documents of a JSON text one after another (one document, NDJSON, or concatenated).
+pub struct JsonStream<'a>(serde_json::StreamDeserializer<'a, StrRead<'a>, Doc<'a>>);
+
+impl<'a> JsonStream<'a> {
+    pub fn new(text: &'a str) -> JsonStream<'a> {
+        JsonStream(serde_json::Deserializer::from_str(text).into_iter())
+    }
+
+    /// Where the next document starts (or the previous one ended).
+    pub fn byte_offset(&self) -> usize {
+        self.0.byte_offset()
+    }
+}
+
+impl<'a> Iterator for JsonStream<'a> {
+    type Item = Result<Json<'a>, serde_json::Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|r| r.map(|Doc(j)| j))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json<'a> {
@@ -16,7 +211,7 @@ pub enum Json<'a> {
     Int(i64),
     UInt(u64),
     Float(f64),
-    Str(Cow<'a, str>),
+    Str(Text<'a>),
     Array(Vec<Json<'a>>),
     Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
@@ -24,7 +219,7 @@ pub enum Json<'a> {
 impl<'a> Json<'a> {
     /// Parses one JSON text (borrowing from it).
     pub fn parse(text: &'a str) -> Result<Json<'a>, serde_json::Error> {
-        serde_json::from_str(text)
+        serde_json::from_str(text).map(|Doc(j)| j)
     }
 
     /// Parses JSON text that does not outlive the call.
@@ -39,7 +234,7 @@ impl<'a> Json<'a> {
             Json::Int(i) => Json::Int(i),
             Json::UInt(u) => Json::UInt(u),
             Json::Float(f) => Json::Float(f),
-            Json::Str(s) => Json::Str(Cow::Owned(s.into_owned())),
+            Json::Str(s) => Json::Str(s.into_owned()),
             Json::Array(a) => Json::Array(a.into_iter().map(Json::into_owned).collect()),
             Json::Object(o) => Json::Object(
                 o.into_iter()
@@ -92,7 +287,7 @@ impl<'a> Json<'a> {
             Json::Float(f) => {
                 let _ = serde_json::to_writer(&mut *out, f);
             }
-            Json::Str(s) => crate::format::ecs::write_str(s, out),
+            Json::Str(s) => crate::format::ecs::write_text(s, out),
             Json::Array(a) => {
                 out.push(b'[');
                 for (i, x) in a.iter().enumerate() {
@@ -163,21 +358,26 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Float(n))
     }
 
+    /// Only serde_json's text readers call this visitor (see [`Doc`]), and they borrow only
+    /// strings without escapes: clean text.
     fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Borrowed(s)))
+        Ok(Json::Str(Text {
+            text: Cow::Borrowed(s),
+            clean: true,
+        }))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Owned(s.to_string())))
+        Ok(Json::Str(Text::from(s.to_string())))
     }
 
     fn visit_string<E>(self, s: String) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Owned(s)))
+        Ok(Json::Str(Text::from(s)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(x) = seq.next_element()? {
+        while let Some(Doc(x)) = seq.next_element()? {
             items.push(x);
         }
         Ok(Json::Array(items))
@@ -186,15 +386,20 @@ impl<'de> Visitor<'de> for JsonVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(Key(k)) = map.next_key()? {
-            members.push((k, map.next_value()?));
+            let Doc(v) = map.next_value()?;
+            members.push((k, v));
         }
         Ok(Json::Object(members))
     }
 }
 
-impl<'de> Deserialize<'de> for Json<'de> {
+/// A parsed value, deserializable only inside this module: `Json` has no `Deserialize` of its
+/// own, so no deserializer but serde_json's text readers can mark text clean.
+struct Doc<'a>(Json<'a>);
+
+impl<'de> Deserialize<'de> for Doc<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(JsonVisitor)
+        d.deserialize_any(JsonVisitor).map(Doc)
     }
 }
 
@@ -241,10 +446,10 @@ mod tests {
             o.iter().map(|(k, _)| k.as_ref()).collect::<Vec<_>>(),
             ["b", "a", "n", "u", "r", "f", "l", "o"]
         );
-        assert!(matches!(
-            j.get("b"),
-            Some(Json::Str(Cow::Borrowed("plain")))
-        ));
+        assert!(
+            matches!(j.get("b"), Some(Json::Str(t)) if t.is_clean() && t.borrowed() == Some("plain"))
+        );
+        assert!(matches!(j.get("a"), Some(Json::Str(t)) if !t.is_clean()));
         assert_eq!(j.get("a").and_then(Json::as_str), Some("esc\\apedé"));
         assert_eq!(j.get("u"), Some(&Json::UInt(u64::MAX)));
         assert_eq!(j.get("r"), Some(&Json::Int(639_199_803_770_463_703)));
@@ -255,5 +460,43 @@ mod tests {
             as_value,
             serde_json::from_str::<serde_json::Value>(text).unwrap()
         );
+    }
+
+    /// The writers copy clean text unscanned, so this is the property that keeps their output
+    /// valid: whatever the input, text the parser marks clean has no byte JSON must escape.
+    #[test]
+    fn only_text_without_escapes_is_clean() {
+        let special = |t: &Text| t.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\');
+        for raw in [
+            r#""plain""#,
+            r#""tab\tin""#,
+            r#""quote\"in""#,
+            r#""back\\slash""#,
+            r#""\u0001""#,
+            r#""é and \u00e9""#,
+            r#""DEL \u007f""#,
+        ] {
+            let Json::Str(t) = Json::parse(raw).unwrap() else {
+                panic!("{raw} is a string")
+            };
+            assert!(!(t.is_clean() && special(&t)), "{raw} marked clean");
+            let mut out = Vec::new();
+            crate::format::ecs::write_text(&t, &mut out);
+            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), *t);
+        }
+        assert!(
+            Json::parse("\"raw\ttab\"").is_err(),
+            "serde_json refuses raw control characters, which clean text relies on"
+        );
+        let Json::Str(whole) = Json::parse(r#""C:/x/y.exe""#).unwrap() else {
+            panic!()
+        };
+        assert!(whole.part(&whole.borrowed().unwrap()[5..]).is_clean());
+        assert!(
+            !whole.part("elsewhere").is_clean(),
+            "text from outside is not vouched for"
+        );
+        assert!(whole.sub(0..2).is_clean() && whole.lowercased().is_clean());
+        assert!(!Text::checked("a\"b").is_clean() && Text::checked("ab").is_clean());
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 
+use crate::json::Text;
 use crate::mapping::value::Val;
 
 #[derive(Debug, Clone)]
@@ -551,7 +552,7 @@ impl Nesting {
 /// One value as JSON.
 pub fn write_val(v: &Val, out: &mut Vec<u8>) {
     match v {
-        Val::Str(s) => write_str(s, out),
+        Val::Str(s) => write_text(s, out),
         Val::Int(i) => write_int(*i, out),
         Val::UInt(u) => write_uint(*u, out),
         Val::Float(f) => {
@@ -657,6 +658,19 @@ pub fn next_special(
     rest.iter().position(|&c| special(c)).map(|i| from + i)
 }
 
+/// A JSON string literal of `t`: clean text is copied as it is.
+#[inline]
+pub fn write_text(t: &Text, out: &mut Vec<u8>) {
+    if t.is_clean() {
+        out.reserve(t.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'"');
+    } else {
+        write_str(t, out);
+    }
+}
+
 /// A JSON string literal; unescaped runs are copied whole.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
@@ -685,10 +699,9 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
 
     fn s(x: &str) -> Val<'static> {
-        Val::Str(Cow::Owned(x.to_string()))
+        Val::Str(Text::from(x.to_string()))
     }
 
     #[test]

@@ -4,7 +4,7 @@ pub mod ecs;
 pub mod leef;
 pub mod syslog;
 
-use std::borrow::Cow;
+use crate::json::Text;
 
 use crate::mapping::family::RECORD_ID_KEY;
 use crate::mapping::value::Val;
@@ -35,7 +35,7 @@ fn render_leef_with<'k, 'v, 'a: 'v>(
     let mut header = String::with_capacity(64);
     syslog::write_header(&opts.syslog, ev.time, ev.severity, &mut header);
     out.extend_from_slice(header.as_bytes());
-    let cat = Val::Str(Cow::Borrowed(ev.category.as_ref()));
+    let cat = Val::Str(Text::from(ev.category.as_ref()));
     let dev_time = ev.time.map(|t| Val::Int(t.unix_millis()));
     let head = std::iter::once(("cat", &cat)).chain(dev_time.as_ref().map(|t| ("devTime", t)));
     leef::write_leef(
@@ -135,13 +135,13 @@ pub fn render_leef_within(
             cut_keys.push(k.to_string());
             attrs.push((
                 k,
-                Val::Str(Cow::Owned(leef::prefix_within(&v.to_text(), delim, cap))),
+                Val::Str(Text::from(leef::prefix_within(&v.to_text(), delim, cap))),
             ));
         } else {
             attrs.push((k, v.clone()));
         }
     }
-    attrs.push(("truncated", Val::Str(Cow::Owned(cut_keys.join(",")))));
+    attrs.push(("truncated", Val::Str(Text::from(cut_keys.join(",")))));
     render_leef_with(ev, opts, attrs.iter().map(|(k, v)| (*k, v)), out);
     if out.len() - start > max {
         out.truncate(start);

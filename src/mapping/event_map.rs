@@ -4,6 +4,7 @@
 use super::compile::{Ctx, FieldSets};
 use super::family::{EventDef, EventMap};
 use super::xml::Element;
+use crate::json::Text;
 
 /// ECS `event.category` values (ECS 8.11), checked so that a typo fails at load time.
 const ECS_CATEGORIES: &[&str] = &[
@@ -199,7 +200,7 @@ fn event_def(ctx: &mut Ctx, e: &Element, is_default: bool) -> Option<EventDef> {
             return None;
         }
     };
-    let mut words = |attr: &str, allowed: &[&str]| -> Vec<String> {
+    let mut words = |attr: &str, allowed: &[&str]| -> Vec<Text<'static>> {
         let Some(a) = e.attr(attr) else {
             return Vec::new();
         };
@@ -219,7 +220,7 @@ fn event_def(ctx: &mut Ctx, e: &Element, is_default: bool) -> Option<EventDef> {
                 }
                 ok
             })
-            .map(String::from)
+            .map(|w| Text::checked(w.to_string()))
             .collect()
     };
     let ecs_category = words("ecs-category", ECS_CATEGORIES);

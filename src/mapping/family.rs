@@ -17,7 +17,7 @@ use super::xml::Pos;
 use super::{MapOptions, MappedEvent, Outcome};
 use crate::event::SourceKind;
 use crate::format::ecs::{EcsPlan, EcsValues};
-use crate::json::Json;
+use crate::json::{Json, Text};
 
 /// Which records a family claims.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub enum Source {
     Path(Path),
     /// A member of the indexed object (the `<carry>` path), then the rest of the path.
     Member(usize, Path),
-    Const(String),
+    Const(Text<'static>),
     /// Text with `{path}` holes; absent when any hole has no value.
     Template(Vec<Piece>),
     /// Nanoseconds from the first timestamp to the second (ECS `event.duration`).
@@ -177,7 +177,7 @@ impl Rule {
                     Some(v) => rest.resolve(v, cache),
                     None => None,
                 },
-                Source::Const(c) => Some(Val::Str(Cow::Borrowed(c))),
+                Source::Const(c) => Some(Val::Str(c.reborrow())),
                 Source::Template(pieces) => fill(pieces, rec, cache),
                 Source::Duration(from, to) => {
                     let at = |p: &Path, cache: &mut Scratch| {
@@ -201,7 +201,7 @@ impl Rule {
                 re.captures(&x.to_text())
                     .and_then(|c| c.get(*group))
                     .filter(|m| !m.as_str().is_empty())
-                    .map(|m| Val::Str(Cow::Owned(m.as_str().to_string())))
+                    .map(|m| Val::Str(Text::from(m.as_str().to_string())))
             };
             v = match val {
                 Val::List(items) => {
@@ -212,7 +212,7 @@ impl Rule {
             };
         }
         if v.is_none() {
-            v = self.default.as_deref().map(|d| Val::Str(Cow::Borrowed(d)));
+            v = self.default.as_deref().map(|d| Val::Str(Text::from(d)));
         }
         match self.converted(&self.steps, v, errors) {
             Some(x) => Eval::Value(x),
@@ -265,7 +265,7 @@ fn fill<'a>(pieces: &[Piece], rec: &'a Json<'a>, cache: &mut Scratch) -> Option<
             Piece::Hole(path) => out.push_str(&path.resolve(rec, cache)?.to_text()),
         }
     }
-    Some(Val::Str(Cow::Owned(out)))
+    Some(Val::Str(Text::from(out)))
 }
 
 /// QRadar and ECS classification of one event id.
@@ -280,8 +280,8 @@ pub struct EventDef {
     pub description: Option<String>,
     pub severity: u8,
     pub low_level_category: u32,
-    pub ecs_category: Vec<String>,
-    pub ecs_type: Vec<String>,
+    pub ecs_category: Vec<Text<'static>>,
+    pub ecs_type: Vec<Text<'static>>,
 }
 
 #[derive(Debug)]
@@ -409,7 +409,7 @@ impl Family {
         let text_of =
             |r: &'a Rule, cache: &mut Scratch, errors: &mut Vec<String>| -> Cow<'a, str> {
                 match r.value(rec, &args, cache, errors) {
-                    Some(Val::Str(s)) => s,
+                    Some(Val::Str(s)) => s.into_cow(),
                     Some(other) => Cow::Owned(other.to_text().into_owned()),
                     None => Cow::Borrowed(""),
                 }
@@ -500,7 +500,7 @@ impl Family {
         let def = self.event_map.lookup(&event_id, &category);
         let mut event_id = event_id;
         if let Some(d) = def.filter(|d| self.event_map.is_default(d) && d.id != *event_id) {
-            leef.push(("EventName", Val::Str(event_id)));
+            leef.push(("EventName", Val::Str(event_id.into())));
             event_id = Cow::Borrowed(d.id.as_str());
         }
         let severity = match leef.iter().find(|(k, _)| *k == "sev").map(|(_, v)| v) {
@@ -517,12 +517,8 @@ impl Family {
             }
         };
         if let Some(d) = def {
-            let words = |w: &'a [String]| {
-                Val::List(
-                    w.iter()
-                        .map(|s| Val::Str(Cow::Borrowed(s.as_str())))
-                        .collect(),
-                )
+            let words = |w: &'a [Text<'static>]| {
+                Val::List(w.iter().map(|s| Val::Str(s.reborrow())).collect())
             };
             for (ruled, slot, w) in [
                 (ruled.0, self.category_slot, &d.ecs_category),
@@ -541,10 +537,10 @@ impl Family {
         ecs.set(self.timestamp_slot, Val::Time(time));
         ecs.set(
             self.ecs_version_slot,
-            Val::Str(Cow::Borrowed(super::compile::ECS_VERSION)),
+            Val::Str(Text::checked(super::compile::ECS_VERSION)),
         );
         if opts.include_original {
-            ecs.set(self.original_slot, Val::Str(Cow::Owned(rec.to_string())));
+            ecs.set(self.original_slot, Val::Str(Text::from(rec.to_string())));
         }
         let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
         if let Some(carry) = &self.carry {
@@ -588,7 +584,7 @@ impl Family {
         if !errors.is_empty() {
             let list = errors
                 .iter()
-                .map(|e| Val::Str(Cow::Owned(e.clone())))
+                .map(|e| Val::Str(Text::from(e.clone())))
                 .collect();
             ecs.set(self.error_slot, Val::List(list));
         }

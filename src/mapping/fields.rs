@@ -12,6 +12,7 @@ use super::predicate::Predicate;
 use super::steps::{fuse, LookupTable, Step};
 use super::xml::{Element, Pos};
 use crate::format::ecs::EcsPlan;
+use crate::json::Text;
 
 pub(super) struct Builder {
     pub(super) plan: EcsPlan,
@@ -170,7 +171,7 @@ impl Builder {
                     "`path` and `value` exclude each other (use `default` for a fallback)",
                 );
             }
-            sources.push(Source::Const(v.to_string()));
+            sources.push(Source::Const(Text::checked(v.to_string())));
         }
         if let Some(a) = el.attr("template") {
             match template(&a.value) {

@@ -3,7 +3,7 @@
 //! reads the files). Private, loopback, link-local, documentation and other special-purpose
 //! addresses are not looked up. Lookups are cached per worker (an LRU in [`Scratch`]).
 
-use std::borrow::Cow;
+use crate::json::Text;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -245,7 +245,7 @@ pub fn enrich(
         let Some(info) = cache.geo(ip, |ip| db.lookup(ip).map(Arc::new)) else {
             continue;
         };
-        let text = |v: &Option<String>| v.clone().map(|s| Val::Str(Cow::Owned(s)));
+        let text = |v: &Option<String>| v.clone().map(|s| Val::Str(Text::from(s)));
         if let (true, Some(country)) = (leef, text(&info.country_iso_code)) {
             if !ev.leef.iter().any(|(k, _)| *k == s.leef_key) {
                 ev.leef.push((s.leef_key, country));

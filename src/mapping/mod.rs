@@ -22,7 +22,7 @@ use std::fmt;
 
 use crate::event::{RawRecord, SourceKind};
 use crate::format::ecs::{EcsPlan, EcsValues};
-use crate::json::Json;
+use crate::json::{Json, Text};
 use compile::{Diagnostic, SourceFile};
 pub use family::{EventDef, Family};
 use scratch::Scratch;
@@ -365,23 +365,21 @@ impl MappingSet {
         if let Some(t) = time {
             ecs.set(g.timestamp, Val::Time(t));
         }
-        ecs.set(g.ecs_version, Val::Str(Cow::Borrowed(compile::ECS_VERSION)));
-        ecs.set(g.error, Val::Str(Cow::Owned(reason.clone())));
-        ecs.set(g.kind, Val::Str(Cow::Borrowed("pipeline_error")));
-        ecs.set(g.code, Val::Str(category.clone()));
-        ecs.set(g.original, Val::Str(Cow::Owned(original.clone())));
+        ecs.set(g.ecs_version, Val::Str(Text::from(compile::ECS_VERSION)));
+        ecs.set(g.error, Val::Str(Text::from(reason.clone())));
+        ecs.set(g.kind, Val::Str(Text::from("pipeline_error")));
+        ecs.set(g.code, Val::Str(category.clone().into()));
+        ecs.set(g.original, Val::Str(Text::from(original.clone())));
         let record_id = family::record_id(&[], &rec.payload, &[], &mut Scratch::default());
         let leef = vec![
             ("sev", Val::Int(5)),
-            ("sourceCategory", Val::Str(category.clone())),
-            ("reason", Val::Str(Cow::Owned(reason))),
+            ("sourceCategory", Val::Str(category.clone().into())),
+            ("reason", Val::Str(Text::from(reason))),
             (
                 "inputKind",
-                Val::Str(Cow::Borrowed(
-                    rec.source.map_or("unknown", SourceKind::as_str),
-                )),
+                Val::Str(Text::from(rec.source.map_or("unknown", SourceKind::as_str))),
             ),
-            ("payload", Val::Str(Cow::Owned(original))),
+            ("payload", Val::Str(Text::from(original))),
         ];
         MappedEvent {
             outcome,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::time::Timestamp;
 use super::value::{JsonVal, Val};
-use crate::json::Json;
+use crate::json::{Json, Text};
 
 /// A lookup table from a mapping file.
 #[derive(Debug)]
@@ -237,7 +237,7 @@ impl Step {
             Step::Join(sep) => Ok(Some(match v {
                 Val::List(l) => {
                     let parts: Vec<_> = l.iter().map(|x| x.to_text().into_owned()).collect();
-                    Val::Str(Cow::Owned(parts.join(sep)))
+                    Val::Str(Text::from(parts.join(sep)))
                 }
                 other => other,
             })),
@@ -269,7 +269,7 @@ impl Step {
         Ok(Some(match self {
             Step::String => match v {
                 Val::Str(s) => Val::Str(s),
-                other => Val::Str(Cow::Owned(text_of(&other))),
+                other => Val::Str(Text::from(text_of(&other))),
             },
             Step::Int => match v {
                 Val::Int(_) | Val::UInt(_) => v,
@@ -328,22 +328,22 @@ impl Step {
                     Err(_) => return Err(format!("`{text}` is not an IP address")),
                 };
                 match canonical {
-                    Some(c) => Val::Str(Cow::Owned(c)),
+                    Some(c) => Val::Str(Text::from(c)),
                     None if t.len() == text.len() => v,
-                    None => Val::Str(Cow::Owned(t.to_string())),
+                    None => Val::Str(Text::from(t.to_string())),
                 }
             }
-            Step::Lowercase => map_str(v, |s| {
-                (s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii())
-                    .then(|| s.to_lowercase())
+            Step::Lowercase => map_text(v, |t| {
+                (t.bytes().any(|b| b.is_ascii_uppercase()) || !t.is_ascii()).then(|| t.lowercased())
             }),
-            Step::Uppercase => map_str(v, |s| {
-                (s.bytes().any(|b| b.is_ascii_lowercase()) || !s.is_ascii())
-                    .then(|| s.to_uppercase())
+            Step::Uppercase => map_text(v, |t| {
+                (t.bytes().any(|b| b.is_ascii_lowercase()) || !t.is_ascii()).then(|| t.uppercased())
             }),
             Step::Trim => {
-                let trimmed = map_str(v, |s| {
-                    (s.trim().len() != s.len()).then(|| s.trim().to_string())
+                let trimmed = map_text(v, |t| {
+                    let kept = t.trim();
+                    let start = kept.as_ptr() as usize - t.as_ptr() as usize;
+                    (kept.len() != t.len()).then(|| t.sub(start..start + kept.len()))
                 });
                 if trimmed.as_str() == Some("") {
                     return Ok(None);
@@ -361,7 +361,7 @@ impl Step {
                 Val::Json(j) => Val::Json(JsonVal::Owned(snake_keys(&j))),
                 other => other,
             },
-            Step::Basename => map_str(v, |s| s.rfind(['\\', '/']).map(|i| s[i + 1..].to_string())),
+            Step::Basename => map_text(v, |t| t.rfind(['\\', '/']).map(|i| t.sub(i + 1..t.len()))),
             // The regex `\.([^.\\/]+)$` said the same, at ~3,600 instructions a record.
             Step::Extension => match part_of(v, |s| {
                 let at = s.rfind('.')? + 1;
@@ -383,8 +383,8 @@ impl Step {
             },
             Step::Dirname => match v {
                 Val::Str(ref s) => match s.rfind(['\\', '/']) {
-                    Some(0) => Val::Str(Cow::Owned(s[..1].to_string())),
-                    Some(i) => Val::Str(Cow::Owned(s[..i].to_string())),
+                    Some(0) => Val::Str(Text::from(s[..1].to_string())),
+                    Some(i) => Val::Str(Text::from(s[..i].to_string())),
                     None => return Ok(None),
                 },
                 other => other,
@@ -406,7 +406,7 @@ impl Step {
                     .chunks(2)
                     .map(|p| String::from_utf8_lossy(p).to_ascii_uppercase())
                     .collect();
-                Val::Str(Cow::Owned(pairs.join("-")))
+                Val::Str(Text::from(pairs.join("-")))
             }
             Step::UserAgent => {
                 let text = v.to_text();
@@ -423,7 +423,7 @@ impl Step {
                 other => other,
             },
             Step::Lookup(table) => match table.get(&v.to_text()) {
-                Some(hit) if !hit.is_empty() => Val::Str(Cow::Owned(hit.to_string())),
+                Some(hit) if !hit.is_empty() => Val::Str(Text::from(hit.to_string())),
                 Some(_) => return Ok(None),
                 None if table.keep_unmatched => v,
                 None => return Ok(None),
@@ -447,13 +447,10 @@ fn part_of<'a>(
 ) -> Option<Val<'a>> {
     let s = match v {
         Val::Str(s) => s,
-        other => Cow::Owned(other.to_text().into_owned()),
+        other => Text::from(other.to_text().into_owned()),
     };
     let range = find(&s)?;
-    Some(Val::Str(match s {
-        Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
-        Cow::Owned(o) => Cow::Owned(o[range].to_string()),
-    }))
+    Some(Val::Str(s.sub(range)))
 }
 
 /// A registry path's hive and the rest after its `\`, when it starts with one: `HKEY_` and
@@ -471,39 +468,44 @@ fn registry_split(s: &str) -> Option<(&str, &str)> {
 
 /// Splits a string into list items (on `sep`, trimmed, or on whitespace), borrowing from the
 /// record when the string does.
-fn pieces<'a>(s: Cow<'a, str>, sep: Option<&str>) -> Option<Val<'a>> {
+fn pieces<'a>(s: Text<'a>, sep: Option<&str>) -> Option<Val<'a>> {
     let items: Vec<Val<'a>> = match sep {
-        Some(sep) => match &s {
-            Cow::Borrowed(b) => b
+        Some(sep) => match s.borrowed() {
+            Some(b) => b
                 .split(sep)
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .map(|p| Val::Str(Cow::Borrowed(p)))
+                .map(|p| Val::Str(s.part(p)))
                 .collect(),
-            Cow::Owned(o) => o
+            None => s
                 .split(sep)
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .map(|p| Val::Str(Cow::Owned(p.to_string())))
+                .map(|p| Val::Str(Text::from(p.to_string())))
                 .collect(),
         },
         // Without quotes the words borrow from the record; quoted command lines need the
         // Windows rules, which rewrite the text.
-        None if !s.contains('"') => match &s {
-            Cow::Borrowed(b) => b
+        None if !s.contains('"') => match s.borrowed() {
+            Some(b) => b.split_whitespace().map(|p| Val::Str(s.part(p))).collect(),
+            None => s
                 .split_whitespace()
-                .map(|p| Val::Str(Cow::Borrowed(p)))
-                .collect(),
-            Cow::Owned(o) => o
-                .split_whitespace()
-                .map(|p| Val::Str(Cow::Owned(p.to_string())))
+                .map(|p| Val::Str(Text::from(p.to_string())))
                 .collect(),
         },
-        None => match &s {
-            Cow::Borrowed(line) => command_line_args(line).into_iter().map(Val::Str).collect(),
-            Cow::Owned(line) => command_line_args(line)
+        None => match s.borrowed() {
+            Some(line) => command_line_args(line)
                 .into_iter()
-                .map(|a| Val::Str(Cow::Owned(a.into_owned())))
+                .map(|a| {
+                    Val::Str(match a {
+                        Cow::Borrowed(p) => s.part(p),
+                        Cow::Owned(o) => Text::from(o),
+                    })
+                })
+                .collect(),
+            None => command_line_args(&s)
+                .into_iter()
+                .map(|a| Val::Str(Text::from(a.into_owned())))
                 .collect(),
         },
     };
@@ -581,10 +583,18 @@ fn quoted_arg(b: &[u8], start: usize) -> (String, usize) {
     (text, i)
 }
 
+/// `v` with its text replaced by what `f` gives, when it gives something.
+fn map_text<'a>(v: Val<'a>, f: impl FnOnce(&Text<'a>) -> Option<Text<'a>>) -> Val<'a> {
+    match v {
+        Val::Str(t) => Val::Str(f(&t).unwrap_or(t)),
+        other => other,
+    }
+}
+
 fn map_str<'a>(v: Val<'a>, f: impl FnOnce(&str) -> Option<String>) -> Val<'a> {
     match v {
         Val::Str(s) => match f(&s) {
-            Some(changed) => Val::Str(Cow::Owned(changed)),
+            Some(changed) => Val::Str(Text::from(changed)),
             None => Val::Str(s),
         },
         other => other,
@@ -677,7 +687,7 @@ fn snake_keys(v: &Json) -> Json<'static> {
 /// per-record step).
 fn user_agent(ua: &str) -> Json<'static> {
     let known = |s: &str| (!s.is_empty() && s != "UNKNOWN").then(|| s.to_string());
-    let text = |s: String| Json::Str(Cow::Owned(s));
+    let text = |s: String| Json::Str(s.into());
     let mut members: Vec<(Cow<'static, str>, Json<'static>)> = Vec::with_capacity(5);
     members.push((Cow::Borrowed("original"), text(ua.to_string())));
     let Some(r) = woothee::parser::Parser::new().parse(ua) else {
@@ -757,7 +767,7 @@ fn url_parts(s: &str) -> Option<Json<'static>> {
         },
         _ => (host_port, None),
     };
-    let text = |x: &str| Json::Str(Cow::Owned(x.to_string()));
+    let text = |x: &str| Json::Str(x.to_string().into());
     let mut members: Vec<(Cow<'static, str>, Json<'static>)> = Vec::with_capacity(11);
     let mut put = |k: &'static str, v: Json<'static>| members.push((Cow::Borrowed(k), v));
     put("original", text(s));
@@ -803,7 +813,7 @@ mod tests {
     use super::*;
 
     fn s(x: &str) -> Val<'static> {
-        Val::Str(Cow::Owned(x.to_string()))
+        Val::Str(Text::from(x.to_string()))
     }
 
     fn run(step: Step, v: Val<'static>) -> Result<Option<Val<'static>>, String> {
@@ -838,9 +848,7 @@ mod tests {
                 expected.as_deref(),
                 "{name:?}"
             );
-            let borrowed = Step::Extension
-                .apply(Val::Str(Cow::Borrowed(name)))
-                .unwrap();
+            let borrowed = Step::Extension.apply(Val::Str(Text::from(name))).unwrap();
             assert_eq!(borrowed, got, "{name:?}");
         }
     }
@@ -871,7 +879,7 @@ mod tests {
                     .captures(path)
                     .and_then(|c| c.get(1))
                     .map(|m| m.as_str().to_string());
-                let got = step.apply(Val::Str(Cow::Borrowed(path))).unwrap();
+                let got = step.apply(Val::Str(Text::from(path))).unwrap();
                 assert_eq!(
                     got.as_ref().and_then(Val::as_str),
                     expected.as_deref(),

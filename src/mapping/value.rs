@@ -4,12 +4,12 @@
 use std::borrow::Cow;
 
 use super::time::Timestamp;
-use crate::json::Json;
+use crate::json::{Json, Text};
 
 /// A mapped value. Borrowed from the record or the mapping set where it can be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val<'a> {
-    Str(Cow<'a, str>),
+    Str(Text<'a>),
     Int(i64),
     UInt(u64),
     Float(f64),
@@ -44,7 +44,7 @@ impl<'a> Val<'a> {
         match v {
             Json::Null => None,
             Json::Str(s) if s.is_empty() => None,
-            Json::Str(s) => Some(Val::Str(Cow::Borrowed(s.as_ref()))),
+            Json::Str(s) => Some(Val::Str(s.reborrow())),
             Json::Bool(b) => Some(Val::Bool(*b)),
             Json::Int(i) => Some(Val::Int(*i)),
             Json::UInt(u) => Some(Val::UInt(*u)),
@@ -79,7 +79,7 @@ impl<'a> Val<'a> {
 
     pub fn into_owned(self) -> Val<'static> {
         match self {
-            Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
+            Val::Str(s) => Val::Str(s.into_owned()),
             Val::Int(i) => Val::Int(i),
             Val::UInt(u) => Val::UInt(u),
             Val::Float(f) => Val::Float(f),
@@ -127,7 +127,7 @@ mod tests {
     fn null_empty_and_empty_array_are_absent() {
         for v in [
             Json::Null,
-            Json::Str(Cow::Borrowed("")),
+            Json::Str(Text::from("")),
             Json::Array(vec![]),
             Json::Object(vec![]),
         ] {
