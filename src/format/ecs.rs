@@ -150,7 +150,9 @@ impl<'a> EcsValues<'a> {
         };
         let at = if i == EMPTY {
             self.index[slot] = self.vals.len() as u32;
-            self.vals.push((slot as u32, Val::List(Vec::new())));
+            // `related.*` lists gather a few values each; four saves the first two regrowths.
+            self.vals
+                .push((slot as u32, Val::List(Vec::with_capacity(4))));
             self.vals.len() - 1
         } else {
             i as usize
@@ -504,10 +506,13 @@ struct Nesting {
 
 impl Nesting {
     fn new() -> Self {
+        // ECS documents nest three or four objects deep; eight saves regrowing per record.
+        let mut fresh = Vec::with_capacity(8);
+        fresh.push(true);
         Nesting {
             current: (0, 0),
-            open: Vec::new(),
-            fresh: vec![true],
+            open: Vec::with_capacity(8),
+            fresh,
         }
     }
 

@@ -277,10 +277,12 @@ impl Step {
                 Val::Bool(b) => Val::Int(i64::from(b)),
                 Val::Str(ref s) => {
                     let t = s.trim();
-                    match (t.parse::<i64>(), t.parse::<u64>()) {
-                        (Ok(i), _) => Val::Int(i),
-                        (_, Ok(u)) => Val::UInt(u),
-                        _ => return Err(format!("`{t}` is not an integer")),
+                    match t.parse::<i64>() {
+                        Ok(i) => Val::Int(i),
+                        Err(_) => match t.parse::<u64>() {
+                            Ok(u) => Val::UInt(u),
+                            Err(_) => return Err(format!("`{t}` is not an integer")),
+                        },
                     }
                 }
                 other => return Err(format!("`{}` is not an integer", text_of(&other))),
