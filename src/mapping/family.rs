@@ -232,15 +232,23 @@ impl Rule {
             v = match step.apply(v?) {
                 Ok(next) => next,
                 Err(e) => {
-                    errors.push(format!(
-                        "{}:{}:{}: {}: {e}",
-                        self.file, self.pos.line, self.pos.column, self.what
-                    ));
+                    self.conversion_failed(e, errors);
                     return None;
                 }
             };
         }
         v
+    }
+
+    /// Records why a conversion failed, naming the rule's place. Cold and out of line, as
+    /// `steps::not_a` is: it would otherwise sit in the per-rule loop.
+    #[cold]
+    #[inline(never)]
+    fn conversion_failed(&self, e: String, errors: &mut Vec<String>) {
+        errors.push(format!(
+            "{}:{}:{}: {}: {e}",
+            self.file, self.pos.line, self.pos.column, self.what
+        ));
     }
 
     fn value<'a>(
@@ -662,12 +670,18 @@ fn convert_column<'a>(
             Ok(Some(next)) => next,
             Ok(None) => return None,
             Err(e) => {
-                errors.push(format!("column {column}: {e}"));
+                column_failed(column, e, errors);
                 return None;
             }
         };
     }
     Some(v)
+}
+
+#[cold]
+#[inline(never)]
+fn column_failed(column: &str, e: String, errors: &mut Vec<String>) {
+    errors.push(format!("column {column}: {e}"));
 }
 
 /// Timestamps of a record whatever its shape, for the generic event.

@@ -281,22 +281,20 @@ impl Step {
                         Ok(i) => Val::Int(i),
                         Err(_) => match t.parse::<u64>() {
                             Ok(u) => Val::UInt(u),
-                            Err(_) => return Err(format!("`{t}` is not an integer")),
+                            Err(_) => return Err(not_a(t, "an integer")),
                         },
                     }
                 }
-                other => return Err(format!("`{}` is not an integer", text_of(&other))),
+                other => return Err(not_a(&other.to_text(), "an integer")),
             },
             Step::Float => match v {
                 Val::Int(i) => Val::Float(i as f64),
                 Val::UInt(u) => Val::Float(u as f64),
                 Val::Float(_) => v,
-                Val::Str(ref s) => Val::Float(
-                    s.trim()
-                        .parse::<f64>()
-                        .map_err(|_| format!("`{s}` is not a number"))?,
-                ),
-                other => return Err(format!("`{}` is not a number", text_of(&other))),
+                Val::Str(ref s) => {
+                    Val::Float(s.trim().parse::<f64>().map_err(|_| not_a(s, "a number"))?)
+                }
+                other => return Err(not_a(&other.to_text(), "a number")),
             },
             Step::Bool => match v {
                 Val::Bool(_) => v,
@@ -305,16 +303,16 @@ impl Step {
                 Val::Str(ref s) => match s.trim().to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" => Val::Bool(true),
                     "false" | "0" | "no" => Val::Bool(false),
-                    _ => return Err(format!("`{s}` is not a boolean")),
+                    _ => return Err(not_a(s, "a boolean")),
                 },
-                other => return Err(format!("`{}` is not a boolean", text_of(&other))),
+                other => return Err(not_a(&other.to_text(), "a boolean")),
             },
             Step::Timestamp => match v {
                 Val::Time(_) => v,
-                Val::Str(ref s) => Val::Time(
-                    Timestamp::parse(s).ok_or_else(|| format!("`{s}` is not a timestamp"))?,
-                ),
-                other => return Err(format!("`{}` is not a timestamp", text_of(&other))),
+                Val::Str(ref s) => {
+                    Val::Time(Timestamp::parse(s).ok_or_else(|| not_a(s, "a timestamp"))?)
+                }
+                other => return Err(not_a(&other.to_text(), "a timestamp")),
             },
             Step::Ip => {
                 let text = v.to_text();
@@ -327,7 +325,7 @@ impl Step {
                 let canonical = match t.parse::<IpAddr>() {
                     Ok(IpAddr::V4(_)) if t.len() == text.len() => None,
                     Ok(ip) => Some(ip.to_string()).filter(|c| *c != *text),
-                    Err(_) => return Err(format!("`{text}` is not an IP address")),
+                    Err(_) => return Err(not_a(&text, "an IP address")),
                 };
                 match canonical {
                     Some(c) => Val::Str(Text::from(c)),
@@ -402,7 +400,7 @@ impl Step {
                     .filter(|b| !matches!(b, b':' | b'-' | b'.'))
                     .collect();
                 if hex.len() != 12 || !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return Err(format!("`{text}` is not a MAC address"));
+                    return Err(not_a(&text, "a MAC address"));
                 }
                 let pairs: Vec<String> = hex
                     .chunks(2)
@@ -420,7 +418,7 @@ impl Step {
             Step::Url => match v {
                 Val::Str(ref s) => match url_parts(s) {
                     Some(obj) => Val::Json(JsonVal::Owned(obj)),
-                    None => return Err(format!("`{s}` is not a URL")),
+                    None => return Err(not_a(s, "a URL")),
                 },
                 other => other,
             },
@@ -440,6 +438,14 @@ impl Step {
             | Step::ArgCount => v,
         }))
     }
+}
+
+/// The error of a value a conversion cannot take. Cold and out of line: conversions run for
+/// every field, and the formatting would otherwise sit in their hot code.
+#[cold]
+#[inline(never)]
+fn not_a(text: &str, what: &str) -> String {
+    format!("`{text}` is not {what}")
 }
 
 /// The part of a value's text that `find` says, borrowed from the record when the text is.
