@@ -42,7 +42,7 @@ impl<'a> Text<'a> {
     /// file's constants, and then borrowed per record with [`Text::reborrow`].
     pub fn checked(text: impl Into<Cow<'a, str>>) -> Text<'a> {
         let text = text.into();
-        let clean = !text.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\');
+        let clean = !text.bytes().any(crate::format::ecs::needs_json_escape);
         Text { text, clean }
     }
 
@@ -106,10 +106,6 @@ impl<'a> Text<'a> {
         }
     }
 
-    pub fn into_string(self) -> String {
-        self.text.into_owned()
-    }
-
     pub fn into_cow(self) -> Cow<'a, str> {
         self.text
     }
@@ -122,40 +118,10 @@ impl std::ops::Deref for Text<'_> {
     }
 }
 
-impl AsRef<str> for Text<'_> {
-    fn as_ref(&self) -> &str {
-        &self.text
-    }
-}
-
-impl std::borrow::Borrow<str> for Text<'_> {
-    fn borrow(&self) -> &str {
-        &self.text
-    }
-}
-
 /// Texts are equal when their characters are; cleanliness follows from the characters.
 impl PartialEq for Text<'_> {
     fn eq(&self, other: &Text<'_>) -> bool {
         self.text == other.text
-    }
-}
-
-impl PartialEq<str> for Text<'_> {
-    fn eq(&self, other: &str) -> bool {
-        *self.text == *other
-    }
-}
-
-impl PartialEq<&str> for Text<'_> {
-    fn eq(&self, other: &&str) -> bool {
-        *self.text == **other
-    }
-}
-
-impl fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
     }
 }
 

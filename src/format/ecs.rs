@@ -605,6 +605,12 @@ pub fn write_int(i: i64, out: &mut Vec<u8>) {
     write_uint(i.unsigned_abs(), out);
 }
 
+/// True for a byte that JSON strings must escape.
+#[inline]
+pub fn needs_json_escape(c: u8) -> bool {
+    NEEDS_ESCAPE[c as usize]
+}
+
 /// Bytes that JSON strings must escape.
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
@@ -681,7 +687,7 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut start = 0;
-    while let Some(i) = next_special(b, start, 0x20, b"\"\\", |c| NEEDS_ESCAPE[c as usize]) {
+    while let Some(i) = next_special(b, start, 0x20, b"\"\\", needs_json_escape) {
         out.extend_from_slice(&b[start..i]);
         match b[i] {
             b'"' => out.extend_from_slice(b"\\\""),
