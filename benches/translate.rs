@@ -75,7 +75,12 @@ fn corpus(realistic: bool) -> Vec<String> {
         return all.iter().cycle().take(n).cloned().collect();
     }
     let mut wheel: Vec<&String> = Vec::new();
-    for (family, weight) in REALISTIC_MIX {
+    // BENCH_FAMILY=<fixture directory>: that family's records alone, e.g. to profile one table.
+    let only_family = std::env::var("BENCH_FAMILY").unwrap_or_default();
+    for (family, weight) in REALISTIC_MIX
+        .iter()
+        .filter(|(f, _)| only_family.is_empty() || *f == only_family)
+    {
         let lines = &families
             .iter()
             .find(|(f, _)| f == family)

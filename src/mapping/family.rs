@@ -386,19 +386,20 @@ impl Family {
         cache.clear();
         let mut errors = Vec::new();
         let mut args: Vec<Option<&'a Json<'a>>> = vec![None; self.members.args];
-        // (name, value, what the name is for, snake_case name of an unknown column)
-        let mut carried: Vec<(&'a str, &'a Json<'a>, Member, Option<String>)> = Vec::new();
-        if let Some(Json::Object(obj)) = self.carry.as_ref().and_then(|c| c.path.node(rec)) {
-            carried.reserve(obj.len());
-            let shape = cache.shape(self as *const Family as usize);
-            for (i, (k, v)) in obj.iter().enumerate() {
-                let (m, snake) = shape.resolve(i, k, |name| {
-                    self.members.keys.get(name).copied().unwrap_or_default()
-                });
-                if let Some(a) = m.arg {
-                    args[a] = Some(v);
-                }
-                carried.push((k.as_ref(), v, m, snake.map(str::to_string)));
+        // The carried object's members resolve through the family's shape in `cache`, which
+        // the carry loop below reads again for each member's place.
+        let carried = match self.carry.as_ref().and_then(|c| c.path.node(rec)) {
+            Some(Json::Object(obj)) => obj.as_slice(),
+            _ => &[],
+        };
+        let shape_id = self as *const Family as usize;
+        let shape = cache.shape(shape_id);
+        for (i, (k, v)) in carried.iter().enumerate() {
+            let (m, _) = shape.resolve(i, k, |name| {
+                self.members.keys.get(name).copied().unwrap_or_default()
+            });
+            if let Some(a) = m.arg {
+                args[a] = Some(v);
             }
         }
         let time = match self.device_time.value(rec, &args, cache, &mut errors) {
@@ -552,7 +553,10 @@ impl Family {
         }
         let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
         if let Some(carry) = &self.carry {
-            for (k, v, member, snake) in carried {
+            let shape = cache.shape(shape_id);
+            for (i, (k, v)) in carried.iter().enumerate() {
+                let (member, snake) = shape.entry(i);
+                let k = k.as_ref();
                 let duplicate = member.core && !opts.preserve_duplicates;
                 if k.starts_with("__UDI_") || (duplicate && !carry.leef) {
                     continue;
@@ -579,7 +583,7 @@ impl Family {
                     let name = if carry.keep_names {
                         k.to_string()
                     } else {
-                        snake.unwrap_or_else(|| snake_case(k))
+                        snake.map_or_else(|| snake_case(k), str::to_string)
                     };
                     dynamic[d].push((name, val));
                 }

@@ -155,7 +155,14 @@ impl Shape {
                 member,
             });
         }
-        let e = &self.entries[i];
+        self.entry(i)
+    }
+
+    /// The `i`-th member as the last [`Shape::resolve`] of it left it.
+    pub(super) fn entry(&self, i: usize) -> (Member, Option<&str>) {
+        let Some(e) = self.entries.get(i) else {
+            return (Member::default(), None);
+        };
         let snake = &self.text[e.name_end as usize..e.end as usize];
         (e.member, (!snake.is_empty()).then_some(snake))
     }
