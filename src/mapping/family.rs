@@ -393,13 +393,15 @@ impl Family {
             _ => &[],
         };
         let shape_id = self as *const Family as usize;
-        let shape = cache.shape(shape_id);
-        for (i, (k, v)) in carried.iter().enumerate() {
-            let (m, _) = shape.resolve(i, k, |name| {
-                self.members.keys.get(name).copied().unwrap_or_default()
-            });
-            if let Some(a) = m.arg {
-                args[a] = Some(v);
+        if !carried.is_empty() {
+            let shape = cache.shape(shape_id);
+            for (i, (k, v)) in carried.iter().enumerate() {
+                let (m, _) = shape.resolve(i, k, |name| {
+                    self.members.keys.get(name).copied().unwrap_or_default()
+                });
+                if let Some(a) = m.arg {
+                    args[a] = Some(v);
+                }
             }
         }
         let time = match self.device_time.value(rec, &args, cache, &mut errors) {
@@ -552,7 +554,7 @@ impl Family {
             ecs.set(self.original_slot, Val::Str(Text::from(rec.to_string())));
         }
         let mut dynamic: Vec<Vec<(String, Val<'a>)>> = vec![Vec::new(); self.plan.dynamic_count()];
-        if let Some(carry) = &self.carry {
+        if let (Some(carry), false) = (&self.carry, carried.is_empty()) {
             let shape = cache.shape(shape_id);
             for (i, (k, v)) in carried.iter().enumerate() {
                 let (member, snake) = shape.entry(i);
