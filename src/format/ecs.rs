@@ -8,6 +8,8 @@ use std::io::Write as _;
 use crate::json::Text;
 use crate::mapping::value::Val;
 
+mod skeleton;
+
 #[derive(Debug, Clone)]
 struct PlanNode {
     key: String,
@@ -38,6 +40,10 @@ pub struct EcsPlan {
 /// rotates through their plans, and every pointer followed per slot was a cache miss.
 #[derive(Debug, Clone, Default)]
 struct Layout {
+    /// Unique per computed layout (clones share it, as they share the layout): what cached
+    /// skeletons are keyed by, so that a plan loaded later at the same address never meets
+    /// another plan's skeletons.
+    id: u64,
     slot: Vec<SlotLayout>,
     slot_at_position: Vec<u32>,
     /// Every node's `"key":` text, back to back; `member_of_node` gives each node's range.
@@ -338,7 +344,9 @@ impl EcsPlan {
 
     /// Fixes the writing order once every slot is known; adding a slot later undoes it.
     pub fn finish(&mut self) {
+        static NEXT_LAYOUT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut layout = Layout {
+            id: NEXT_LAYOUT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             slot: vec![SlotLayout::default(); self.slots],
             slot_at_position: vec![0; self.slots],
             dynamic_node: vec![0; self.dynamics],
@@ -403,18 +411,41 @@ impl EcsPlan {
     /// Writes one document: the filled slots in plan order, and the dynamic entries (each
     /// `dynamics[d]` sorted by key) merged by key among the static members of their object.
     pub fn write(&self, values: &EcsValues, dynamics: &[Vec<(String, Val)>], out: &mut Vec<u8>) {
-        let computed;
-        let layout = match &self.layout {
-            Some(l) => l,
+        match &self.layout {
+            Some(layout) => skeleton::write(self, layout, values, dynamics, out),
             None => {
                 let mut plan = self.clone();
                 plan.finish();
-                computed = plan.layout.unwrap_or_default();
-                &computed
+                let layout = plan.layout.unwrap_or_default();
+                self.walk(&layout, values, dynamics, out, |_, v, out| {
+                    write_val(v, out)
+                });
             }
-        };
+        }
+    }
+
+    /// Marks the plan positions of the filled slots: a record fills a few dozen of a plan's
+    /// hundreds of slots, and a bitset over positions orders them without sorting.
+    fn filled_positions(&self, layout: &Layout, values: &EcsValues, bits: &mut Vec<u64>) {
+        bits.clear();
+        bits.resize(self.slots.div_ceil(64), 0);
+        for (slot, _) in &values.vals {
+            let pos = layout.slot[*slot as usize].position as usize;
+            bits[pos / 64] |= 1 << (pos % 64);
+        }
+    }
+
+    /// Writes the document's keys, braces and commas, and calls `value` where each value goes.
+    fn walk<'v, 'a: 'v>(
+        &self,
+        layout: &Layout,
+        values: &'v EcsValues<'a>,
+        dynamics: &'v [Vec<(String, Val<'a>)>],
+        out: &mut Vec<u8>,
+        mut value: impl FnMut(Hole, &'v Val<'a>, &mut Vec<u8>),
+    ) {
         // Dynamic entries go just before the first static member of their object whose key is
-        // greater; they are few, so they alone are sorted. Slots are visited in plan order.
+        // greater; they are few, so they alone are sorted.
         let mut pending: Vec<DynamicEntry> = Vec::new();
         for (d, entries) in dynamics.iter().enumerate() {
             let Some(&node) = layout.dynamic_node.get(d) else {
@@ -423,7 +454,7 @@ impl EcsPlan {
             let NodeKind::Object { children, .. } = &self.nodes[node as usize].kind else {
                 continue;
             };
-            for (k, v) in entries {
+            for (i, (k, v)) in entries.iter().enumerate() {
                 let at = children.partition_point(|&c| self.nodes[c].key.as_str() < k.as_str());
                 if children.get(at).is_some_and(|&c| self.nodes[c].key == *k) {
                     continue;
@@ -434,6 +465,7 @@ impl EcsPlan {
                 pending.push(DynamicEntry {
                     pos,
                     chain: layout.chain_of_dynamic[d],
+                    hole: Hole::Dynamic(d as u32, i as u32),
                     key: k,
                     val: v,
                 });
@@ -441,13 +473,8 @@ impl EcsPlan {
         }
         pending.sort_by_key(|e| e.pos);
         let mut pending = pending.into_iter().peekable();
-        // Filled slots in plan order: a record fills a few dozen of a plan's hundreds of slots;
-        // a bitset over plan positions orders them without sorting.
-        let mut bits = vec![0u64; self.slots.div_ceil(64)];
-        for (slot, _) in &values.vals {
-            let pos = layout.slot[*slot as usize].position as usize;
-            bits[pos / 64] |= 1 << (pos % 64);
-        }
+        let mut bits = Vec::new();
+        self.filled_positions(layout, values, &mut bits);
         let mut doc = Nesting::new();
         out.push(b'{');
         for (w, mut word) in bits.into_iter().enumerate() {
@@ -455,19 +482,19 @@ impl EcsPlan {
                 let pos = w * 64 + word.trailing_zeros() as usize;
                 word &= word - 1;
                 while let Some(e) = pending.next_if(|e| e.pos as usize <= pos) {
-                    e.write(&mut doc, layout, out);
+                    e.write(&mut doc, layout, out, &mut value);
                 }
                 let slot = layout.slot_at_position[pos] as usize;
                 if let Some(v) = values.get(slot) {
                     let at = &layout.slot[slot];
                     doc.member(layout, at.chain, out);
                     out.extend_from_slice(layout.member(at.member));
-                    write_val(v, out);
+                    value(Hole::Slot(slot as u32), v, out);
                 }
             }
         }
         for e in pending {
-            e.write(&mut doc, layout, out);
+            e.write(&mut doc, layout, out, &mut value);
         }
         for _ in doc.open {
             out.push(b'}');
@@ -476,21 +503,35 @@ impl EcsPlan {
     }
 }
 
+/// Where a value goes: a slot, or entry `.1` of dynamic place `.0`.
+#[derive(Debug, Clone, Copy)]
+enum Hole {
+    Slot(u32),
+    Dynamic(u32, u32),
+}
+
 /// A member known only per record, waiting for its place among the slots: it goes before the
 /// slot at plan position `pos`, in the objects of `chain`.
 struct DynamicEntry<'v, 'a> {
     pos: u32,
     chain: (u32, u32),
+    hole: Hole,
     key: &'v str,
     val: &'v Val<'a>,
 }
 
-impl DynamicEntry<'_, '_> {
-    fn write(&self, doc: &mut Nesting, layout: &Layout, out: &mut Vec<u8>) {
+impl<'v, 'a> DynamicEntry<'v, 'a> {
+    fn write(
+        &self,
+        doc: &mut Nesting,
+        layout: &Layout,
+        out: &mut Vec<u8>,
+        value: &mut impl FnMut(Hole, &'v Val<'a>, &mut Vec<u8>),
+    ) {
         doc.member(layout, self.chain, out);
         write_str(self.key, out);
         out.push(b':');
-        write_val(self.val, out);
+        value(self.hole, self.val, out);
     }
 }
 
@@ -782,5 +823,48 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"@timestamp":"t","process":{"name":"a\"b\n","pid":4},"vendor":{"event":{"aaa":1,"known":true,"zzz":"\u0001"}}}"#
         );
+    }
+
+    /// Documents of alternating shapes, each written twice (the second time from the cached
+    /// skeleton), against the plan walk that makes skeletons: slots filled or not, dynamic keys
+    /// present, absent, renamed, or equal to a static key.
+    #[test]
+    fn skeletons_write_what_the_walk_writes() {
+        let mut plan = EcsPlan::default();
+        let a = plan.slot("a.x").unwrap();
+        let b = plan.slot("a.y.z").unwrap();
+        let c = plan.slot("b").unwrap();
+        let known = plan.slot("v.known").unwrap();
+        let d = plan.dynamic("v").unwrap();
+        plan.finish();
+        let layout = plan.layout.clone().unwrap();
+        let fills: [&[usize]; 4] = [&[a, b, c, known], &[a], &[c, known], &[]];
+        let dynamic_sets: [&[&str]; 4] = [&[], &["aa", "zz"], &["ab", "zz"], &["known"]];
+        for round in 0..2 {
+            for (i, fill) in fills.iter().enumerate() {
+                for (j, names) in dynamic_sets.iter().enumerate() {
+                    let mut values = EcsValues::new(plan.slot_count());
+                    for &slot in *fill {
+                        values.set(slot, s(&format!("{round}-{i}-{j}-{slot}")));
+                    }
+                    let mut dynamics = vec![Vec::new(); d + 1];
+                    dynamics[d] = names
+                        .iter()
+                        .map(|n| (n.to_string(), Val::Int(j as i64)))
+                        .collect();
+                    let mut walked = Vec::new();
+                    plan.walk(&layout, &values, &dynamics, &mut walked, |_, v, out| {
+                        write_val(v, out)
+                    });
+                    let mut written = Vec::new();
+                    plan.write(&values, &dynamics, &mut written);
+                    assert_eq!(
+                        String::from_utf8(written).unwrap(),
+                        String::from_utf8(walked).unwrap(),
+                        "round {round}, fill {i}, dynamic keys {j}"
+                    );
+                }
+            }
+        }
     }
 }
