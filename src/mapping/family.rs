@@ -472,6 +472,17 @@ impl Family {
                 continue;
             };
             let slots = &self.op_slots[op.slots as usize..];
+            // Most rules write one ECS field and nothing else: no list to append to, no LEEF
+            // key, so no copies to count.
+            if op.ecs == 1 && op.append == 0 && op.leef == Op::NONE {
+                let slot = slots[0] as usize;
+                if !ecs.is_set(slot) {
+                    ruled.0 |= slot == self.category_slot;
+                    ruled.1 |= slot == self.type_slot;
+                    ecs.set(slot, v);
+                }
+                continue;
+            }
             let (set, append) =
                 slots[..usize::from(op.ecs) + usize::from(op.append)].split_at(usize::from(op.ecs));
             for &slot in append {
