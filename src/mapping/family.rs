@@ -197,11 +197,10 @@ impl Rule {
             }
         }
         if let (Some((re, group)), Some(val)) = (&self.regex, v.as_ref()) {
-            let capture = |x: &Val| {
-                re.captures(&x.to_text())
-                    .and_then(|c| c.get(*group))
-                    .filter(|m| !m.as_str().is_empty())
-                    .map(|m| Val::Str(Text::from(m.as_str().to_string())))
+            let mut capture = |x: &Val| {
+                cache
+                    .capture(re, *group, &x.to_text())
+                    .map(|m| Val::Str(Text::from(m)))
             };
             v = match val {
                 Val::List(items) => {

@@ -1,7 +1,11 @@
 //! Per-worker state reused from one record to the next: JSON parsed out of strings while one
 //! record is mapped, and each family's last record shape.
 
-use super::family::Member;
+use std::fmt::Write as _;
+
+use regex::Regex;
+
+use super::family::{FxMap, Member};
 use super::steps::snake_case;
 use crate::json::Json;
 
@@ -19,7 +23,19 @@ pub struct Scratch {
     /// allocates its whole table up front and most scratches (nested string JSON, no GeoIP
     /// database) never look an address up.
     geo: Option<lru::LruCache<std::net::IpAddr, Option<std::sync::Arc<super::geo::GeoInfo>>>>,
+    /// Regex captures by group, pattern and text (the key's parts joined by NUL, which XML
+    /// cannot carry in a pattern): the same values recur from record to record (MITRE
+    /// technique names, file names), and a capture costs the regex crate's backtracker 5-17k
+    /// instructions on them. Keyed by the pattern's text, not the rule, so that an entry is
+    /// right for any mapping set. Bounded; starts over when full.
+    captures: FxMap<Box<str>, Option<Box<str>>>,
+    capture_key: String,
 }
+
+/// Captures a worker keeps, and the longest text it keeps them for (longer values, such as
+/// command lines and URLs, rarely recur).
+const CAPTURES: usize = 4096;
+const CAPTURE_TEXT: usize = 256;
 
 /// Addresses whose GeoIP answers a worker keeps.
 const GEO_CACHE: usize = 16_384;
@@ -86,6 +102,33 @@ impl Scratch {
         } else {
             self.conditions_true &= !bit;
         }
+    }
+
+    /// Capture group `group` of `re`'s first match in `text`, when it matched and is not empty.
+    pub(super) fn capture(&mut self, re: &Regex, group: usize, text: &str) -> Option<String> {
+        let run = || {
+            re.captures(text)
+                .and_then(|c| c.get(group))
+                .map(|m| m.as_str())
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+        };
+        if text.len() > CAPTURE_TEXT {
+            return run();
+        }
+        let key = &mut self.capture_key;
+        key.clear();
+        let _ = write!(key, "{group}\0{}\0{text}", re.as_str());
+        if let Some(hit) = self.captures.get(key.as_str()) {
+            return hit.as_deref().map(str::to_string);
+        }
+        let found = run();
+        if self.captures.len() >= CAPTURES {
+            self.captures.clear();
+        }
+        self.captures
+            .insert(key.as_str().into(), found.as_deref().map(Box::from));
+        found
     }
 
     /// `s` parsed as JSON, once per record (strings are told apart by address).
@@ -165,5 +208,35 @@ impl Shape {
         };
         let snake = &self.text[e.name_end as usize..e.end as usize];
         (e.member, (!snake.is_empty()).then_some(snake))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Remembered captures answer as the regex does: per pattern, per group, per text, and for
+    /// misses and empty groups too; texts too long to keep still get their answer.
+    #[test]
+    fn captures_remembered_per_pattern_group_and_text() {
+        let id = Regex::new(r"\(([^()]+)\)\s*$").unwrap();
+        let name = Regex::new(r"^(.*?)\s*\([^()]+\)\s*$").unwrap();
+        let both = Regex::new(r"^(\w*)-(\w+)$").unwrap();
+        let long = format!("{} (T1)", "x".repeat(CAPTURE_TEXT));
+        let mut cache = Scratch::default();
+        for _ in 0..2 {
+            let t = "Process Injection (T1055)";
+            assert_eq!(cache.capture(&id, 1, t).as_deref(), Some("T1055"));
+            assert_eq!(
+                cache.capture(&name, 1, t).as_deref(),
+                Some("Process Injection")
+            );
+            assert_eq!(cache.capture(&name, 1, "(T1055)"), None, "empty group");
+            assert_eq!(cache.capture(&id, 1, "no technique"), None, "no match");
+            assert_eq!(cache.capture(&both, 1, "CVE-2024").as_deref(), Some("CVE"));
+            assert_eq!(cache.capture(&both, 2, "CVE-2024").as_deref(), Some("2024"));
+            assert_eq!(cache.capture(&id, 1, &long).as_deref(), Some("T1"));
+        }
+        assert_eq!(cache.captures.len(), 6, "the long text is not kept");
     }
 }
