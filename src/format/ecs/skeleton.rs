@@ -1,9 +1,9 @@
-//! Documents written from cached skeletons. Without per-record keys, everything in an ECS
-//! document but its values (keys, braces, commas) follows from which slots are filled, and the
-//! records of one family fill the same few sets of slots again and again. Walking the plan for
-//! that text cost more than writing the values (session 8 of issue 2: ~12k of ~22k instructions
-//! per document), so each thread keeps the text per set of slots and writes only the values
-//! into it.
+//! Documents written from cached skeletons. Everything in an ECS document but its values (keys,
+//! braces, commas) follows from which slots are filled and which per-record (dynamic) keys the
+//! record has, and the records of one family repeat the same few of those again and again.
+//! Walking the plan for that text cost more than writing the values (session 8 of issue 2:
+//! ~12k of ~22k instructions per document), so each thread keeps the text per shape and writes
+//! only the values into it.
 //!
 //! The cache is per thread rather than passed in: every path that renders ECS (the CLI, the
 //! file, bulk and syslog outputs) gains from it without carrying a cache through its API, and
