@@ -41,7 +41,7 @@ fn main() {
     let t = Instant::now();
     let mut drained = 0;
     while spool.pending() > 0 {
-        let batch = spool.peek(1000).expect("peek");
+        let batch = spool.peek(1000, usize::MAX).expect("peek");
         drained += batch.len();
         let next = batch.last().map_or(0, |(seq, _)| seq + 1);
         spool.ack(next).expect("ack");

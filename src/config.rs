@@ -288,7 +288,11 @@ pub struct OutputConfig {
     // syslog and bulk
     pub url: Option<String>,
     pub retries: Option<u32>,
+    /// Syslog: connecting (TLS handshake included) and each write; bulk: each request.
+    pub timeout_seconds: Option<u64>,
     pub spool_max_bytes: Option<u64>,
+    /// Size of one spool file: delivered events leave the disk a file at a time.
+    pub spool_segment_bytes: Option<u64>,
     pub spool_full: Option<FullConfig>,
 
     // syslog
@@ -457,11 +461,27 @@ impl OutputConfig {
         set(self.url.is_some(), "url", &[Syslog, Bulk])?;
         set(self.retries.is_some(), "retries", &[Syslog, Bulk])?;
         set(
+            self.timeout_seconds.is_some(),
+            "timeout_seconds",
+            &[Syslog, Bulk],
+        )?;
+        if self.timeout_seconds == Some(0) {
+            return Err(format!("{at}.timeout_seconds: must be above 0"));
+        }
+        set(
             self.spool_max_bytes.is_some(),
             "spool_max_bytes",
             &[Syslog, Bulk],
         )?;
         set(self.spool_full.is_some(), "spool_full", &[Syslog, Bulk])?;
+        set(
+            self.spool_segment_bytes.is_some(),
+            "spool_segment_bytes",
+            &[Syslog, Bulk],
+        )?;
+        if self.spool_segment_bytes.is_some_and(|b| b < 65_536) {
+            return Err(format!("{at}.spool_segment_bytes: at least 65536"));
+        }
         set(self.framing.is_some(), "framing", &[Syslog])?;
         set(
             self.max_message_size.is_some(),

@@ -4,6 +4,7 @@
 //! whole before anything is handed over, so nothing of a rejected body is half-accepted.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::config::{
     secret, FileFormat, FramingConfig, FullConfig, OutputConfig, OutputKind, ServiceConfig,
@@ -25,9 +26,10 @@ pub enum IngestError {
     /// The payload does not decode: where and why.
     #[error("{0}")]
     Malformed(String),
-    /// An output's spool is full while its endpoint is down: try again later.
+    /// An output cannot take events now (its spool is full while the endpoint is down, or its
+    /// spool or file cannot be written): try again later.
     #[error("{0}")]
-    Full(String),
+    Unavailable(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -200,7 +202,7 @@ impl Pipeline {
         }
         match first_error {
             None => Ok(taken),
-            Some(Refused::Full(e)) => Err(IngestError::Full(e)),
+            Some(Refused::Unavailable(e)) => Err(IngestError::Unavailable(e)),
             Some(Refused::Failed(e)) => Err(IngestError::Failed(e)),
         }
     }
@@ -259,6 +261,9 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
                 if let Some(r) = o.retries {
                     t.retries = r;
                 }
+                if let Some(secs) = o.timeout_seconds {
+                    t.timeout = Duration::from_secs(secs);
+                }
                 t.tls = TlsSettings {
                     ca_file: o.tls_ca.clone(),
                     client_cert: o.tls_cert.clone(),
@@ -291,6 +296,9 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
                 if let Some(r) = o.retries {
                     t.retries = r;
                 }
+                if let Some(secs) = o.timeout_seconds {
+                    t.timeout = Duration::from_secs(secs);
+                }
                 t.pipeline = match (o.elastic_integration, &o.pipeline) {
                     (Some(true), None) => Some("_none".into()),
                     _ => o.pipeline.clone(),
@@ -319,7 +327,11 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
                 FullConfig::DropOldest => FullPolicy::DropOldest,
             };
             let max = o.spool_max_bytes.unwrap_or(1 << 30);
-            SpoolSettings::in_data_dir(&cfg.data_dir, &o.name, max, full)
+            let mut spool = SpoolSettings::in_data_dir(&cfg.data_dir, &o.name, max, full);
+            if let Some(b) = o.spool_segment_bytes {
+                spool.segment_bytes = b;
+            }
+            spool
         });
         let (handle, _) = OutputHandle::start(
             o.name.clone(),

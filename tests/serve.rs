@@ -284,7 +284,13 @@ spool_max_bytes = 6000
     assert!(last.body.contains("is full"), "{}", last.body);
     let ready = get(&s, "/readyz");
     assert_eq!(ready.status, 503);
-    assert!(ready.body.contains("qradar: spool full"), "{}", ready.body);
+    assert!(
+        ready
+            .body
+            .contains("qradar: refusing new events (the spool of qradar is full"),
+        "{}",
+        ready.body
+    );
     let m = get(&s, "/metrics").body;
     assert!(m.contains("dsm_output_up{output=\"qradar\"} 0"), "{m}");
     assert!(m.contains("dsm_http_requests_total{code=\"503\"} 1"), "{m}");

@@ -6,8 +6,8 @@
 //!   is taken); `401` without the configured bearer token; `413` over the size limit (after
 //!   decompression); `415` for another content encoding; `503` with `Retry-After` while a spool
 //!   is full.
-//! - `GET /healthz`: the process answers. `GET /readyz`: every output is up, or down but still
-//!   spooling (its last batch was not refused for a full spool). `GET /metrics`: Prometheus text.
+//! - `GET /healthz`: the process answers. `GET /readyz`: every output delivers (see [`readyz`]
+//!   for what makes it fail, and `?spooling=ready`). `GET /metrics`: Prometheus text.
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -151,7 +151,7 @@ async fn take(s: &HttpState, q: IngestQuery, headers: &HeaderMap, body: Body) ->
                 .into_response()
         }
         Err(IngestError::Malformed(reason)) => json_error(StatusCode::BAD_REQUEST, &reason),
-        Err(IngestError::Full(reason)) => {
+        Err(IngestError::Unavailable(reason)) => {
             let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, &reason);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -166,19 +166,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
+#[derive(Deserialize)]
+struct ReadyQuery {
+    /// `ready`: an output that is down but still spooling does not make the service unready.
+    spooling: Option<String>,
+}
+
+/// Ready when every output delivers. Not ready when an output refuses new events (its spool is
+/// full or cannot be written, or a file output cannot write), when an output without a spool
+/// is down, when an Event Hubs partition stalled, and, unless `?spooling=ready`, when an output
+/// is down while its spool still takes the events (an orchestrator that should keep sending
+/// then asks with that parameter).
+async fn readyz(State(s): State<Arc<HttpState>>, Query(q): Query<ReadyQuery>) -> Response {
+    let spooling_is_ready = q.spooling.as_deref() == Some("ready");
     let mut problems = Vec::new();
     for o in &s.pipeline.outputs {
         let st = &o.handle.stats;
         let spooled = st.spool_max_bytes.load(Ordering::Relaxed) > 0;
-        if st.full.load(Ordering::Relaxed) {
+        if st.refusing.load(Ordering::Relaxed) {
             problems.push(format!(
-                "{}: spool full ({} events), endpoint down",
+                "{}: refusing new events ({})",
                 o.handle.name,
-                st.pending.load(Ordering::Relaxed)
+                st.problem()
             ));
-        } else if st.down.load(Ordering::Relaxed) && !spooled {
-            problems.push(format!("{}: down", o.handle.name));
+        } else if st.down.load(Ordering::Relaxed) && !(spooled && spooling_is_ready) {
+            let spool = if spooled {
+                format!(
+                    "; {} events in its spool, which still takes new ones",
+                    st.pending.load(Ordering::Relaxed)
+                )
+            } else {
+                String::new()
+            };
+            problems.push(format!("{}: down ({}){spool}", o.handle.name, st.problem()));
         }
     }
     for stalled in s.pipeline.telemetry.nonzero("dsm_eventhub_stalled") {

@@ -168,7 +168,7 @@ impl Poller {
                 .await
             {
                 Ok(taken) => return Ok(taken.records),
-                Err(IngestError::Full(reason)) => {
+                Err(IngestError::Unavailable(reason)) => {
                     tracing::warn!(%reason, "outputs full; the page waits");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }

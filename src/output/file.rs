@@ -1,6 +1,9 @@
 //! `FileOutput`: events as lines (LEEF or ECS NDJSON) in a file that rotates by size:
 //! `out.log` is renamed `out.log.1` (and `.1` to `.2` ...) when the next line would take it past
-//! the limit, keeping a set number of old files. A line is never split across two files.
+//! the limit, keeping a set number of old files. A line is never split across two files, and
+//! never torn: when a write or sync fails (no space left), the file is cut back to its length at
+//! the last sync, so the lines of a batch that was not confirmed are gone whole and the next
+//! line starts on a line of its own.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -21,6 +24,8 @@ pub struct FileOutput {
     target: FileTarget,
     file: BufWriter<File>,
     size: u64,
+    /// The file's length at the last successful sync (or open): what a failure cuts back to.
+    synced: u64,
     /// Lines written since the output was opened.
     pub written: u64,
     pub rotations: u64,
@@ -34,6 +39,7 @@ impl FileOutput {
             target,
             file: BufWriter::with_capacity(256 * 1024, file),
             size,
+            synced: size,
             written: 0,
             rotations: 0,
         })
@@ -45,12 +51,13 @@ impl FileOutput {
         if self.target.max_bytes > 0 && self.size > 0 && self.size + len > self.target.max_bytes {
             self.rotate()?;
         }
-        let io = |source| OutputError::Io {
-            target: self.target.path.display().to_string(),
-            source,
-        };
-        self.file.write_all(line).map_err(io)?;
-        self.file.write_all(b"\n").map_err(io)?;
+        let written = self
+            .file
+            .write_all(line)
+            .and_then(|()| self.file.write_all(b"\n"));
+        if let Err(e) = written {
+            return Err(self.cut_back(e));
+        }
         self.size += len;
         self.written += 1;
         Ok(())
@@ -58,12 +65,49 @@ impl FileOutput {
 
     /// Flushes buffered lines to the file and the file to disk.
     pub fn sync(&mut self) -> Result<(), OutputError> {
-        let io = |source| OutputError::Io {
-            target: self.target.path.display().to_string(),
-            source,
-        };
-        self.file.flush().map_err(io)?;
-        self.file.get_ref().sync_data().map_err(io)
+        let r = self
+            .file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_data());
+        match r {
+            Ok(()) => {
+                self.synced = self.size;
+                Ok(())
+            }
+            Err(e) => Err(self.cut_back(e)),
+        }
+    }
+
+    /// After a failed write or sync: drops what is buffered and cuts the file back to its
+    /// length at the last sync (cutting needs no space), so no torn line stays behind.
+    fn cut_back(&mut self, cause: std::io::Error) -> OutputError {
+        let target = self.target.path.display().to_string();
+        let reopened = open_append(&self.target.path).map(|(file, _)| file);
+        let cut = reopened.and_then(|file| {
+            file.set_len(self.synced)
+                .and_then(|()| file.sync_all())
+                .map_err(|source| OutputError::Io {
+                    target: target.clone(),
+                    source,
+                })?;
+            Ok(file)
+        });
+        match cut {
+            Ok(file) => {
+                // The old writer's buffer is dropped unwritten: it holds the lines cut off.
+                let old =
+                    std::mem::replace(&mut self.file, BufWriter::with_capacity(256 * 1024, file));
+                drop(old.into_parts());
+                self.size = self.synced;
+            }
+            Err(e) => {
+                tracing::error!(file = %target, error = %e, "a failed write could not be cut back; a torn line may remain")
+            }
+        }
+        OutputError::Io {
+            target,
+            source: cause,
+        }
     }
 
     fn rotate(&mut self) -> Result<(), OutputError> {
@@ -96,6 +140,7 @@ impl FileOutput {
         let (file, size) = open_append(path)?;
         self.file = BufWriter::with_capacity(256 * 1024, file);
         self.size = size;
+        self.synced = size;
         self.rotations += 1;
         Ok(())
     }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod bulk;
 pub mod dead_letter;
+mod delivery;
 pub mod elastic_setup;
 pub mod file;
 mod sink;

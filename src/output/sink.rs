@@ -6,7 +6,7 @@ use super::dead_letter::DeadLetters;
 use super::file::FileOutput;
 use super::syslog::{SyslogOutput, SyslogTarget};
 use super::worker::OutputReport;
-use super::OutputError;
+use super::{backoff, OutputError};
 
 /// The endpoint an output's worker delivers to.
 pub(super) enum Sink {
@@ -26,33 +26,27 @@ impl Sink {
     ) -> (usize, Option<String>) {
         match self {
             Sink::Syslog(target, conn) => {
-                let sent = async {
-                    if conn.is_none() {
-                        *conn = Some(SyslogOutput::connect(target.clone()).await?);
-                    }
-                    let Some(out) = conn.as_mut() else {
-                        return Err(OutputError::Config("no connection".into()));
-                    };
-                    out.ensure_open().await?;
-                    for ev in events {
-                        out.send(ev).await?;
-                    }
-                    out.flush().await
-                }
-                .await;
-                match sent {
-                    Ok(()) => {
-                        report.delivered += events.len() as u64;
-                        report.bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
-                        (events.len(), None)
-                    }
-                    Err(e) => {
-                        // What went into a connection that then failed is not known to have
-                        // arrived: all of it is sent again (at least once).
-                        if let Some(c) = conn.take() {
-                            report.reconnects += c.reconnects + 1;
+                // What went into a connection that then failed is not known to have arrived:
+                // the whole batch is sent again on a new one (at least once), `retries` times
+                // at most after a jittered backoff.
+                let mut attempt = 0;
+                loop {
+                    match send_all(target, conn, events).await {
+                        Ok(()) => {
+                            report.delivered += events.len() as u64;
+                            report.bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
+                            return (events.len(), None);
                         }
-                        (0, Some(e.to_string()))
+                        Err(e) => {
+                            if let Some(c) = conn.take() {
+                                report.reconnects += c.reconnects + 1;
+                            }
+                            attempt += 1;
+                            if attempt > target.retries {
+                                return (0, Some(e.to_string()));
+                            }
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
                     }
                 }
             }
@@ -105,4 +99,23 @@ impl Sink {
             let _ = c.close().await;
         }
     }
+}
+
+/// Sends a batch on the open connection (opened first if there is none) and flushes it.
+async fn send_all(
+    target: &SyslogTarget,
+    conn: &mut Option<SyslogOutput>,
+    events: &[&[u8]],
+) -> Result<(), OutputError> {
+    if conn.is_none() {
+        *conn = Some(SyslogOutput::connect(target.clone()).await?);
+    }
+    let Some(out) = conn.as_mut() else {
+        return Err(OutputError::Config("no connection".into()));
+    };
+    out.ensure_open().await?;
+    for ev in events {
+        out.send(ev).await?;
+    }
+    out.flush().await
 }

@@ -1,12 +1,15 @@
 //! `SyslogOutput`: LEEF events to QRadar (or any syslog receiver) over UDP, TCP or TLS, framed
-//! with a line feed (QRadar's default) or RFC 6587 octet counting. A lost connection is opened
-//! again with jittered exponential backoff and the event is sent again.
+//! with a line feed (QRadar's default) or RFC 6587 octet counting. A failed write drops the
+//! connection; `Sink::deliver` sends the whole batch again on a new one. Connecting (the TLS
+//! handshake included) and every write have a time limit: a receiver that accepts connections
+//! but reads nothing (hung, or stopped) fails the send instead of holding it forever.
 //!
 //! Written here because no crate does async TCP/UDP/TLS syslog with octet counting and
 //! caller-provided timestamps (see `shared/reference/components-and-peers.md` §2); TLS is rustls.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -15,7 +18,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::{backoff, OutputError};
+use super::OutputError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -53,8 +56,11 @@ pub struct SyslogTarget {
     /// TCP; a UDP datagram holds at most 65,507 bytes).
     pub max_message_size: usize,
     pub tls: TlsSettings,
-    /// How often to reconnect before `send` gives up on an event.
+    /// How often a batch is sent again on a new connection (after a jittered backoff) before
+    /// the delivery gives up on it; a spooled output's delivery backs off by itself instead.
     pub retries: u32,
+    /// Longest wait for a connection (TLS handshake included), and for each write and flush.
+    pub timeout: Duration,
 }
 
 impl SyslogTarget {
@@ -92,6 +98,7 @@ impl SyslogTarget {
             },
             tls: TlsSettings::default(),
             retries: 5,
+            timeout: Duration::from_secs(10),
         })
     }
 }
@@ -113,7 +120,7 @@ pub struct SyslogOutput {
     frame: Vec<u8>,
     /// Events handed to the socket since the output was made.
     pub sent: u64,
-    /// Connections opened again after a failure.
+    /// Connections opened again because the receiver had closed the last one.
     pub reconnects: u64,
 }
 
@@ -144,10 +151,12 @@ impl SyslogOutput {
         Ok(out)
     }
 
-    /// Sends one event (without framing). On a failed write the connection is opened again,
-    /// after a jittered backoff, and the event written again, up to `retries` times. With TCP
-    /// and TLS an event may so arrive twice, never half (octet counting or LF framing keeps a
-    /// cut frame from merging into the next); with UDP a lost datagram is not detected.
+    /// Writes one event (without framing) into the connection's buffer, once. A failed write
+    /// drops the connection: what was buffered or sent on it since the last flush is not known
+    /// to have arrived, so the caller sends all of it again on a new connection (see
+    /// `Sink::deliver`). With TCP and TLS an event may so arrive twice, never half (octet
+    /// counting or LF framing keeps a cut frame from merging into the next); with UDP a lost
+    /// datagram is not detected.
     pub async fn send(&mut self, event: &[u8]) -> Result<(), OutputError> {
         self.frame.clear();
         match self.target.framing {
@@ -162,33 +171,21 @@ impl SyslogOutput {
                 self.frame.extend_from_slice(event);
             }
         }
-        let mut attempt = 0;
-        loop {
-            let result = match &mut self.conn {
-                Some(c) => write_frame(c, &self.frame).await,
-                None => Err(std::io::Error::other("not connected")),
-            };
-            match result {
-                Ok(()) => {
-                    self.sent += 1;
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.conn = None;
-                    attempt += 1;
-                    if attempt > self.target.retries {
-                        return Err(OutputError::GaveUp {
-                            target: self.name.clone(),
-                            attempts: attempt,
-                            last: e.to_string(),
-                        });
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                    if let Ok(c) = self.open().await {
-                        self.conn = Some(c);
-                        self.reconnects += 1;
-                    }
-                }
+        let result = match &mut self.conn {
+            Some(c) => within(self.target.timeout, "write", write_frame(c, &self.frame)).await,
+            None => Err(std::io::Error::other("not connected")),
+        };
+        match result {
+            Ok(()) => {
+                self.sent += 1;
+                Ok(())
+            }
+            Err(source) => {
+                self.conn = None;
+                Err(OutputError::Io {
+                    target: self.name.clone(),
+                    source,
+                })
             }
         }
     }
@@ -215,9 +212,10 @@ impl SyslogOutput {
 
     /// Pushes buffered frames to the socket.
     pub async fn flush(&mut self) -> Result<(), OutputError> {
+        let limit = self.target.timeout;
         let r = match &mut self.conn {
-            Some(Connection::Tcp(w)) => w.flush().await,
-            Some(Connection::Tls(w)) => w.flush().await,
+            Some(Connection::Tcp(w)) => within(limit, "write", w.flush()).await,
+            Some(Connection::Tls(w)) => within(limit, "write", w.flush()).await,
             _ => Ok(()),
         };
         r.map_err(|source| OutputError::Io {
@@ -229,9 +227,10 @@ impl SyslogOutput {
     /// Flushes and closes the connection (a TLS close_notify is sent).
     pub async fn close(mut self) -> Result<(), OutputError> {
         self.flush().await?;
+        let limit = self.target.timeout;
         let r = match self.conn.take() {
-            Some(Connection::Tcp(mut w)) => w.shutdown().await,
-            Some(Connection::Tls(mut w)) => w.shutdown().await,
+            Some(Connection::Tcp(mut w)) => within(limit, "close", w.shutdown()).await,
+            Some(Connection::Tls(mut w)) => within(limit, "close", w.shutdown()).await,
             _ => Ok(()),
         };
         r.map_err(|source| OutputError::Io {
@@ -245,6 +244,16 @@ impl SyslogOutput {
     }
 
     async fn open(&self) -> Result<Connection, OutputError> {
+        match tokio::time::timeout(self.target.timeout, self.open_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => Err(OutputError::Io {
+                target: self.name.clone(),
+                source: timed_out("connect", self.target.timeout),
+            }),
+        }
+    }
+
+    async fn open_unbounded(&self) -> Result<Connection, OutputError> {
         let io = |source| OutputError::Io {
             target: self.name.clone(),
             source,
@@ -291,6 +300,27 @@ fn peer_closed(s: &TcpStream, probe: &mut [u8]) -> bool {
             Err(_) => return true,
         }
     }
+}
+
+/// `op` within `limit`, or a `TimedOut` error that says which and how long.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    op: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(what, limit)))
+}
+
+fn timed_out(what: &str, limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "{what} timed out after {} s (the receiver takes nothing)",
+            limit.as_secs_f32()
+        ),
+    )
 }
 
 async fn write_frame(c: &mut Connection, frame: &[u8]) -> std::io::Result<()> {

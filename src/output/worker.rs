@@ -1,36 +1,41 @@
-//! `OutputWorker`: one task per output, behind a bounded queue, between the producers
-//! (`translate`, the service's inputs) and an endpoint; the encoding is in `batch`, the
-//! delivery in `sink`.
+//! An output's intake: the task behind a bounded queue that takes the producers' batches
+//! (`translate`, the service's inputs); the encoding is in `batch`, the delivery to the
+//! endpoint in `delivery` (with a spool) or done here (without one), through `sink`.
 //!
 //! A producer encodes its events for the output ([`Batch::add`]) and submits the batch; the
 //! answer comes once the batch is durable: appended to the output's spool and synced, or, for
 //! an output without a spool, sent. Only then may the producer acknowledge its own input. The
-//! queue holds a few batches; when it is full, `submit_blocking` waits (backpressure). The worker drains
-//! the spool in order while the endpoint takes events, and after a failure waits a jittered,
-//! growing backoff before it tries again, taking new batches meanwhile.
+//! queue holds a few batches; when it is full, `submit_blocking` waits (backpressure).
 //!
-//! A full spool follows its policy: `block` drains first and otherwise refuses the batch whole
-//! (the producer stops or answers 503; nothing of the batch was accepted), `drop-oldest` gives
-//! up the oldest spooled events, counted. Events refused for good (by the endpoint, or too large
-//! to render) go to the output's dead letters, synced before the spool lets go of them.
+//! With a spool, intake and delivery are separate tasks: the intake never waits for the
+//! endpoint, so a receiver that hangs (connection open, nothing read) or a slow cluster makes
+//! events wait in the spool, never the producer. A full spool follows its policy: `block` waits
+//! a moment for the delivery to make room while the endpoint is up and otherwise refuses the
+//! batch whole (the producer stops or answers 503; nothing of the batch was accepted),
+//! `drop-oldest` gives up the oldest spooled events, counted. A spool that cannot be written
+//! (no space left, the directory turned unwritable) refuses the same way and takes batches again
+//! by itself once the disk does; what it already holds is still delivered. Events refused for
+//! good (by the endpoint, or too large to render) go to the output's dead letters, synced before
+//! the spool lets go of them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use super::batch::{Batch, Encoding};
 use super::bulk::BulkOutput;
 use super::dead_letter::DeadLetters;
+use super::delivery::{Delivery, Transitions};
 use super::file::{FileOutput, FileTarget};
 use super::sink::Sink;
 use super::spool::{Spool, SpoolError};
 use super::syslog::SyslogTarget;
-use super::{backoff, OutputError};
+use super::OutputError;
 
 /// What a full spool does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +140,34 @@ pub struct OutputStats {
     pub backlog_since: AtomicU64,
     /// The endpoint failed its last attempt.
     pub down: AtomicBool,
-    /// The last batch was refused because the spool is full.
-    pub full: AtomicBool,
+    /// The last batch was refused: the spool is full or cannot be written.
+    pub refusing: AtomicBool,
+    /// Why, while `down` or `refusing` (the later of the two reasons).
+    pub problem: Mutex<String>,
+    /// Times the endpoint went down, and times the intake started refusing, since start.
+    pub down_transitions: AtomicU64,
+    pub refusing_transitions: AtomicU64,
 }
 
-fn unix_now() -> u64 {
+impl OutputStats {
+    pub fn problem(&self) -> String {
+        match self.problem.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(super) fn set_problem(&self, why: &str) {
+        let mut p = match self.problem.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        p.clear();
+        p.push_str(why);
+    }
+}
+
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -148,9 +176,10 @@ fn unix_now() -> u64 {
 /// Why an output did not take a batch.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refused {
-    /// The spool is full and the endpoint is not taking events: try again later.
+    /// Not now: the spool is full while the endpoint is not taking events, or the spool (or a
+    /// file output's disk) cannot be written. Nothing of the batch was taken: try again later.
     #[error("{0}")]
-    Full(String),
+    Unavailable(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -191,7 +220,7 @@ impl Pending {
 }
 
 impl OutputHandle {
-    /// Starts the output's worker on the current runtime. The spool (if any) is opened here, so
+    /// Starts the output's tasks on the current runtime. The spool (if any) is opened here, so
     /// a bad directory fails at start, and what an earlier run left in it is drained first.
     pub fn start(
         name: String,
@@ -201,30 +230,23 @@ impl OutputHandle {
         dead_letter_dir: Option<PathBuf>,
         queue: usize,
     ) -> Result<(OutputHandle, Option<u64>), OutputError> {
-        let (spool, full, waiting) = match spool {
-            Some(s) => {
-                let (spool, recovery) = Spool::open(&s.dir, s.max_bytes, s.segment_bytes)
-                    .map_err(|e| OutputError::Config(e.to_string()))?;
-                (Some(spool), s.full, Some(recovery.pending))
-            }
-            None => (None, FullPolicy::Block, None),
-        };
         let close_retries = match &endpoint {
             Endpoint::Syslog(t) => t.retries,
             Endpoint::Bulk(b) => b.retries(),
             Endpoint::File(_) => 0,
         };
+        let spooled = spool.is_some();
         let sink = match endpoint {
             Endpoint::Syslog(mut t) => {
-                // With a spool the worker paces retries itself (backing off without holding up
-                // new batches); a send tries once more at most.
-                if spool.is_some() {
-                    t.retries = t.retries.min(1);
+                // With a spool the delivery task paces retries itself (backing off without
+                // holding up new batches): a batch is sent once per attempt.
+                if spooled {
+                    t.retries = 0;
                 }
                 Sink::Syslog(t, None)
             }
             Endpoint::Bulk(mut b) => {
-                if spool.is_some() {
+                if spooled {
                     b.limit_retries(1);
                 }
                 Sink::Bulk(*b)
@@ -232,22 +254,50 @@ impl OutputHandle {
             Endpoint::File(t) => Sink::File(FileOutput::open(t)?),
         };
         let stats = Arc::new(OutputStats::default());
-        let worker = Worker {
-            stats: stats.clone(),
-            report: OutputReport {
-                name: name.clone(),
-                ..OutputReport::default()
-            },
-            dead: DeadLetters::new(dead_letter_dir.as_deref(), &name),
-            sink,
-            spool,
-            full,
-            failures: 0,
-            retry_at: None,
-            close_retries,
-        };
+        let dead = || DeadLetters::new(dead_letter_dir.as_deref(), &name);
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let task = tokio::spawn(worker.run(rx));
+        let (task, waiting) = match spool {
+            Some(s) => {
+                let (spool, recovery) = Spool::open(&s.dir, s.max_bytes, s.segment_bytes)
+                    .map_err(|e| OutputError::Config(e.to_string()))?;
+                let shared = Arc::new(Shared {
+                    name: name.clone(),
+                    stats: stats.clone(),
+                    spool: Mutex::new(spool),
+                    wake: Notify::new(),
+                    closing: AtomicBool::new(false),
+                    intake_dead: AtomicU64::new(0),
+                    trimmed: AtomicU64::new(0),
+                });
+                shared.publish_spool();
+                let delivery = Delivery::new(shared.clone(), sink, dead(), close_retries);
+                let delivery = tokio::spawn(delivery.run());
+                let intake = Intake {
+                    shared,
+                    full: s.full,
+                    dead: dead(),
+                    refusing: Transitions::new(&name, "intake"),
+                };
+                (
+                    tokio::spawn(intake.run(rx, delivery)),
+                    Some(recovery.pending),
+                )
+            }
+            None => {
+                let direct = Direct {
+                    name: name.clone(),
+                    stats: stats.clone(),
+                    sink,
+                    dead: dead(),
+                    report: OutputReport {
+                        name: name.clone(),
+                        ..OutputReport::default()
+                    },
+                    health: Transitions::new(&name, "output"),
+                };
+                (tokio::spawn(direct.run(rx)), None)
+            }
+        };
         Ok((
             OutputHandle {
                 name,
@@ -291,272 +341,370 @@ impl OutputHandle {
     }
 }
 
-struct Worker {
-    stats: Arc<OutputStats>,
-    report: OutputReport,
-    sink: Sink,
-    spool: Option<Spool>,
-    dead: DeadLetters,
-    full: FullPolicy,
-    /// Failed attempts in a row, for the backoff.
-    failures: u32,
-    /// No new attempt before this, after a failure.
-    retry_at: Option<Instant>,
-    /// Failed drains waited out when closing before the rest is left in the spool.
-    close_retries: u32,
+/// What the intake and the delivery task of a spooled output share.
+pub(super) struct Shared {
+    pub(super) name: String,
+    pub(super) stats: Arc<OutputStats>,
+    spool: Mutex<Spool>,
+    /// New durable events, or closing: wakes the delivery task.
+    pub(super) wake: Notify,
+    pub(super) closing: AtomicBool,
+    /// Counted by the intake: events dead-lettered because they could not be encoded, and LEEF
+    /// events trimmed to fit.
+    pub(super) intake_dead: AtomicU64,
+    pub(super) trimmed: AtomicU64,
 }
 
-/// Spooled events sent per attempt.
-const DRAIN_BATCH: usize = 1000;
+impl Shared {
+    /// The spool; never held across an await.
+    pub(super) fn spool(&self) -> MutexGuard<'_, Spool> {
+        match self.spool.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The spool's figures into the stats.
+    pub(super) fn publish_spool(&self) {
+        let (pending, bytes, room, dropped) = {
+            let s = self.spool();
+            (s.pending(), s.bytes(), s.room(), s.dropped)
+        };
+        let st = &self.stats;
+        st.dropped.store(dropped, Ordering::Relaxed);
+        st.pending.store(pending, Ordering::Relaxed);
+        st.spool_bytes.store(bytes, Ordering::Relaxed);
+        st.spool_max_bytes.store(bytes + room, Ordering::Relaxed);
+        if pending == 0 {
+            st.backlog_since.store(0, Ordering::Relaxed);
+        } else if st.backlog_since.load(Ordering::Relaxed) == 0 {
+            st.backlog_since.store(unix_now(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Batches taken under one sync, at most.
 const GROUP: usize = 64;
+/// How long a batch waits for room in a full `block` spool while the endpoint takes events.
+const FULL_WAIT: Duration = Duration::from_secs(2);
 
-impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<(Batch, Ack)>) -> OutputReport {
-        loop {
-            let job = if self.can_drain() {
-                match rx.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(mpsc::error::TryRecvError::Empty) => None,
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                }
-            } else {
-                let wake = self.retry_at.filter(|_| self.backlog() > 0);
-                tokio::select! {
-                    job = rx.recv() => match job {
-                        Some(job) => Some(job),
-                        None => break,
-                    },
-                    _ = sleep_until(wake), if wake.is_some() => {
-                        self.retry_at = None;
-                        None
-                    }
-                }
-            };
-            match job {
-                Some(first) => {
-                    // Group commit: what else waits goes in with it, under one sync.
-                    let mut jobs = vec![first];
-                    while jobs.len() < GROUP {
-                        match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    self.accept_group(jobs).await;
-                }
-                None => self.drain_once().await,
-            }
-            self.publish();
+/// Takes batches into the spool (see the module's comment).
+struct Intake {
+    shared: Arc<Shared>,
+    full: FullPolicy,
+    dead: DeadLetters,
+    refusing: Transitions,
+}
+
+impl Intake {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(Batch, Ack)>,
+        delivery: JoinHandle<OutputReport>,
+    ) -> OutputReport {
+        while let Some(first) = rx.recv().await {
+            let jobs = group(first, &mut rx);
+            self.accept(jobs).await;
         }
-        // Closing: the backlog goes while the endpoint takes it; failures are waited out with
-        // the backoff up to the output's retry budget, then what is left stays spooled.
-        self.retry_at = None;
-        self.failures = 0;
-        let mut failures = 0;
-        while self.backlog() > 0 && failures <= self.close_retries {
-            if let Some(t) = self.retry_at {
-                tokio::time::sleep_until(t).await;
-            }
-            let before = self.failures;
-            self.drain_once().await;
-            if self.failures > before {
-                failures += 1;
-            }
-        }
-        if let Some(s) = &self.spool {
-            self.report.pending = s.pending();
-            self.report.dropped = s.dropped;
-        }
-        if self.report.pending == 0 {
-            self.report.down = None;
-        }
-        self.publish();
-        self.sink.close().await;
-        self.report
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+        delivery.await.unwrap_or_else(|e| OutputReport {
+            name: self.shared.name.clone(),
+            down: Some(format!("the output's delivery task failed: {e}")),
+            ..OutputReport::default()
+        })
     }
 
-    fn publish(&self) {
-        let s = &self.stats;
-        let r = &self.report;
-        let before = s.delivered.swap(r.delivered, Ordering::Relaxed);
-        if r.delivered > before {
-            s.last_success.store(unix_now(), Ordering::Relaxed);
-        }
-        s.bytes.store(r.bytes, Ordering::Relaxed);
-        s.duplicates.store(r.duplicates, Ordering::Relaxed);
-        s.dead_lettered.store(r.dead_lettered, Ordering::Relaxed);
-        s.down.store(r.down.is_some(), Ordering::Relaxed);
-        if let Some(spool) = &self.spool {
-            s.dropped.store(spool.dropped, Ordering::Relaxed);
-            s.pending.store(spool.pending(), Ordering::Relaxed);
-            s.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-            s.spool_max_bytes
-                .store(spool.bytes() + spool.room(), Ordering::Relaxed);
-            let since = s.backlog_since.load(Ordering::Relaxed);
-            if spool.pending() == 0 {
-                s.backlog_since.store(0, Ordering::Relaxed);
-            } else if since == 0 {
-                s.backlog_since.store(unix_now(), Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn backlog(&self) -> u64 {
-        self.spool.as_ref().map_or(0, Spool::pending)
-    }
-
-    fn can_drain(&self) -> bool {
-        self.backlog() > 0 && self.retry_at.is_none_or(|t| Instant::now() >= t)
-    }
-
-    /// Takes waiting batches: spooled and then synced once (with a spool), else sent and
-    /// synced together; answers each.
-    async fn accept_group(&mut self, jobs: Vec<(Batch, Ack)>) {
-        let mut results = Vec::with_capacity(jobs.len());
-        for (batch, _) in &jobs {
-            results.push(self.admit(batch).await);
-        }
-        let synced = if let Some(spool) = self.spool.as_mut() {
-            spool.sync().map_err(|e| e.to_string())
-        } else {
-            let events: Vec<&[u8]> = jobs
+    /// Spools the waiting batches under one sync and answers each.
+    async fn accept(&mut self, jobs: Vec<(Batch, Ack)>) {
+        let (batches, acks): (Vec<Batch>, Vec<Ack>) = jobs.into_iter().unzip();
+        let mut results: Vec<Result<(), Refused>> = batches
+            .iter()
+            .map(|b| dead_letter_refused(b, &mut self.dead, &self.shared.intake_dead))
+            .collect();
+        let trimmed: u64 = batches.iter().map(|b| b.trimmed).sum();
+        self.shared.trimmed.fetch_add(trimmed, Ordering::Relaxed);
+        if self.full == FullPolicy::Block {
+            let need: u64 = batches
                 .iter()
-                .zip(&results)
-                .filter(|(_, r)| r.is_ok())
-                .flat_map(|((b, _), _)| b.events.iter().map(Vec::as_slice))
-                .collect();
-            let (done, err) = self
-                .sink
-                .deliver(&events, &mut self.dead, &mut self.report)
-                .await;
-            match err {
-                None if done == events.len() => Ok(()),
-                e => Err(e.unwrap_or_else(|| "not every event was sent".into())),
-            }
+                .flat_map(|b| &b.events)
+                .map(|e| Spool::stored_len(e))
+                .sum();
+            self.wait_for_room(need).await;
+        }
+        let shared = self.shared.clone();
+        let full = self.full;
+        let spooled = tokio::task::spawn_blocking(move || {
+            spool_all(&shared, full, &batches, &mut results);
+            results
+        })
+        .await;
+        let mut results = match spooled {
+            Ok(r) => r,
+            Err(e) => vec![Err(Refused::Failed(format!("spooling stopped: {e}"))); acks.len()],
         };
-        let synced = synced.and_then(|()| self.dead.sync().map_err(|e| e.to_string()));
-        for ((_, ack), r) in jobs.into_iter().zip(results) {
-            let r = match (&synced, r) {
-                (Err(e), Ok(())) => Err(Refused::Failed(e.clone())),
-                (_, r) => r,
-            };
-            self.stats
-                .full
-                .store(matches!(r, Err(Refused::Full(_))), Ordering::Relaxed);
+        if let Err(e) = self.dead.sync() {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(Refused::Failed(e.to_string()));
+            }
+        }
+        self.shared.publish_spool();
+        self.shared.wake.notify_one();
+        let refusal = results.iter().find_map(|r| match r {
+            Err(Refused::Unavailable(why)) => Some(why.clone()),
+            _ => None,
+        });
+        self.refusing.catch_up();
+        let stats = &self.shared.stats;
+        match &refusal {
+            Some(why) => {
+                if self.refusing.down(why, "refusing new events (503)") {
+                    stats.refusing_transitions.fetch_add(1, Ordering::Relaxed);
+                }
+                stats.set_problem(why);
+            }
+            None => {
+                self.refusing.up();
+            }
+        }
+        stats.refusing.store(refusal.is_some(), Ordering::Relaxed);
+        for (ack, r) in acks.into_iter().zip(results) {
             let _ = ack.send(r);
         }
     }
 
-    /// Dead-letters a batch's refused events and, with a spool, appends its events (not yet
-    /// synced), applying the full-spool policy.
-    async fn admit(&mut self, batch: &Batch) -> Result<(), Refused> {
-        self.report.trimmed += batch.trimmed;
-        for (reason, meta) in &batch.refused {
-            self.dead.add(reason, meta).map_err(|e| e.to_string())?;
-            self.report.dead_lettered += 1;
-        }
-        if self.spool.is_none() {
-            return Ok(());
-        }
-        if self.full == FullPolicy::DropOldest {
-            return self
-                .spool_dropping_oldest(&batch.events)
-                .map_err(Refused::from);
-        }
-        let need: u64 = batch.events.iter().map(|e| Spool::stored_len(e)).sum();
+    /// A `block` spool without room for `need` bytes: waits (at most [`FULL_WAIT`]) while the
+    /// endpoint is up and the delivery is making room.
+    async fn wait_for_room(&self, need: u64) {
+        let deadline = Instant::now() + FULL_WAIT;
         loop {
-            let can_drain = self.can_drain();
-            let Some(spool) = self.spool.as_mut() else {
-                return Ok(());
+            let (room, deliverable) = {
+                let s = self.shared.spool();
+                (s.room(), s.deliverable())
             };
-            if spool.room() >= need {
-                for ev in &batch.events {
-                    spool.append(ev).map_err(|e| e.to_string())?;
-                }
-                return Ok(());
+            if room >= need
+                || deliverable == 0
+                || self.shared.stats.down.load(Ordering::Relaxed)
+                || Instant::now() >= deadline
+            {
+                return;
             }
-            if can_drain {
-                self.drain_once().await;
-                continue;
-            }
-            return Err(Refused::Full(format!(
-                "the spool of {} is full ({} events waiting, {} of {} bytes; this batch needs {need}){}; nothing of this batch was accepted",
-                self.report.name,
-                spool.pending(),
-                spool.bytes(),
-                spool.bytes() + spool.room(),
-                self.report
-                    .down
-                    .as_deref()
-                    .map(|d| format!(" and the endpoint is down: {d}"))
-                    .unwrap_or_default()
-            )));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
 
-    /// The drop-oldest policy: each event that does not fit makes room by giving up about as
-    /// many of the oldest events as are still to come (counted), this batch's own included.
-    fn spool_dropping_oldest(&mut self, events: &[Vec<u8>]) -> Result<(), String> {
-        let Some(spool) = self.spool.as_mut() else {
-            return Ok(());
+/// Takes what else waits in the queue with `first`, up to [`GROUP`] batches.
+fn group(first: (Batch, Ack), rx: &mut mpsc::Receiver<(Batch, Ack)>) -> Vec<(Batch, Ack)> {
+    let mut jobs = vec![first];
+    while jobs.len() < GROUP {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    jobs
+}
+
+/// Dead-letters a batch's events that could not be encoded.
+fn dead_letter_refused(
+    batch: &Batch,
+    dead: &mut DeadLetters,
+    count: &AtomicU64,
+) -> Result<(), Refused> {
+    for (reason, meta) in &batch.refused {
+        dead.add(reason, meta).map_err(|e| e.to_string())?;
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Appends the batches still `Ok` in `results` and syncs them. A batch that does not fit is
+/// refused alone; a write or sync that fails rolls back every batch not yet durable, so all of
+/// this group that was not refused already is refused with it.
+fn spool_all(
+    shared: &Shared,
+    full: FullPolicy,
+    batches: &[Batch],
+    results: &mut [Result<(), Refused>],
+) {
+    let mut spool = shared.spool();
+    let unwritable = |e: &SpoolError| {
+        Refused::Unavailable(format!(
+            "the spool of {} cannot be written ({e}); nothing of this batch was accepted",
+            shared.name
+        ))
+    };
+    let mut failed = None;
+    for (batch, r) in batches.iter().zip(results.iter_mut()) {
+        if r.is_err() {
+            continue;
+        }
+        let outcome = match full {
+            FullPolicy::Block => {
+                append_if_room(&mut spool, &shared.name, &batch.events, &shared.stats)
+            }
+            FullPolicy::DropOldest => append_dropping_oldest(&mut spool, &batch.events),
         };
-        for (i, ev) in events.iter().enumerate() {
-            loop {
-                match spool.append(ev) {
-                    Ok(_) => break,
-                    Err(SpoolError::Full { .. }) if spool.pending() > 0 => {
-                        let k = (events.len() - i) as u64;
-                        spool.drop_oldest(k).map_err(|e| e.to_string())?;
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
+        match outcome {
+            Ok(()) => {}
+            Err(Appended::Refused(why)) => *r = Err(why),
+            Err(Appended::Io(e)) => {
+                failed = Some(unwritable(&e));
+                break;
             }
         }
-        Ok(())
+    }
+    if failed.is_none() {
+        if let Err(e) = spool.sync() {
+            failed = Some(unwritable(&e));
+        }
+    }
+    if let Some(why) = failed {
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(why.clone());
+        }
+    }
+}
+
+enum Appended {
+    /// This batch alone is refused.
+    Refused(Refused),
+    /// The spool could not be written: what was not durable is rolled back.
+    Io(SpoolError),
+}
+
+fn append_if_room(
+    spool: &mut Spool,
+    name: &str,
+    events: &[Vec<u8>],
+    stats: &OutputStats,
+) -> Result<(), Appended> {
+    let need: u64 = events.iter().map(|e| Spool::stored_len(e)).sum();
+    if spool.room() < need {
+        let down = stats.down.load(Ordering::Relaxed);
+        return Err(Appended::Refused(Refused::Unavailable(format!(
+            "the spool of {name} is full ({} events waiting, {} of {} bytes; this batch needs {need}){}; nothing of this batch was accepted",
+            spool.pending(),
+            spool.bytes(),
+            spool.bytes() + spool.room(),
+            if down { format!(" and the endpoint is down: {}", stats.problem()) } else { String::new() }
+        ))));
+    }
+    for ev in events {
+        match spool.append(ev) {
+            Ok(_) => {}
+            Err(e @ SpoolError::TooLarge { .. }) => {
+                return Err(Appended::Refused(Refused::Failed(e.to_string())))
+            }
+            Err(e) => return Err(Appended::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The drop-oldest policy: each event that does not fit makes room by giving up about as
+/// many of the oldest events as are still to come (counted), this batch's own included (made
+/// durable first, as only durable events are dropped).
+fn append_dropping_oldest(spool: &mut Spool, events: &[Vec<u8>]) -> Result<(), Appended> {
+    for (i, ev) in events.iter().enumerate() {
+        loop {
+            match spool.append(ev) {
+                Ok(_) => break,
+                Err(SpoolError::Full { .. }) if spool.deliverable() > 0 => {
+                    let k = (events.len() - i) as u64;
+                    spool.drop_oldest(k).map_err(Appended::Io)?;
+                }
+                Err(SpoolError::Full { .. }) if spool.pending() > 0 => {
+                    spool.sync().map_err(Appended::Io)?;
+                }
+                Err(e @ (SpoolError::Full { .. } | SpoolError::TooLarge { .. })) => {
+                    return Err(Appended::Refused(Refused::Failed(e.to_string())))
+                }
+                Err(e) => return Err(Appended::Io(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An output without a spool (a file): each group of batches is delivered before it is
+/// answered.
+struct Direct {
+    name: String,
+    stats: Arc<OutputStats>,
+    sink: Sink,
+    dead: DeadLetters,
+    report: OutputReport,
+    health: Transitions,
+}
+
+impl Direct {
+    async fn run(mut self, mut rx: mpsc::Receiver<(Batch, Ack)>) -> OutputReport {
+        while let Some(first) = rx.recv().await {
+            let jobs = group(first, &mut rx);
+            self.accept(jobs).await;
+        }
+        self.sink.close().await;
+        self.report
     }
 
-    /// Sends one batch from the head of the spool and acknowledges what was done.
-    async fn drain_once(&mut self) {
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
-        let batch = match spool.peek(DRAIN_BATCH) {
-            Ok(b) => b,
-            Err(e) => return self.failed(e.to_string()),
-        };
-        let events: Vec<&[u8]> = batch.iter().map(|(_, e)| e.as_slice()).collect();
+    async fn accept(&mut self, jobs: Vec<(Batch, Ack)>) {
+        let intake_dead = AtomicU64::new(0);
+        let mut results: Vec<Result<(), Refused>> = jobs
+            .iter()
+            .map(|(b, _)| dead_letter_refused(b, &mut self.dead, &intake_dead))
+            .collect();
+        self.report.dead_lettered += intake_dead.load(Ordering::Relaxed);
+        self.report.trimmed += jobs.iter().map(|(b, _)| b.trimmed).sum::<u64>();
+        let events: Vec<&[u8]> = jobs
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .flat_map(|((b, _), _)| b.events.iter().map(Vec::as_slice))
+            .collect();
         let (done, err) = self
             .sink
             .deliver(&events, &mut self.dead, &mut self.report)
             .await;
-        if done > 0 {
-            if let Some(spool) = self.spool.as_mut() {
-                if let Err(e) = spool.ack(batch[done - 1].0 + 1) {
-                    return self.failed(e.to_string());
+        let outcome = match err {
+            None if done == events.len() => self.dead.sync().map_err(|e| e.to_string()),
+            e => Err(e.unwrap_or_else(|| "not every event was written".into())),
+        };
+        self.health.catch_up();
+        match &outcome {
+            Ok(()) => {
+                self.health.up();
+                self.stats.down.store(false, Ordering::Relaxed);
+            }
+            Err(why) => {
+                if self
+                    .health
+                    .down(why, "batches are refused (503) until it writes again")
+                {
+                    self.stats.down_transitions.fetch_add(1, Ordering::Relaxed);
+                }
+                self.stats.set_problem(why);
+                self.stats.down.store(true, Ordering::Relaxed);
+                let why = Refused::Unavailable(format!(
+                    "output {} could not write: {why}; nothing of this batch was accepted",
+                    self.name
+                ));
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(why.clone());
                 }
             }
         }
-        match err {
-            Some(e) => self.failed(e),
-            None => {
-                self.failures = 0;
-                self.retry_at = None;
-                self.report.down = None;
-            }
+        let st = &self.stats;
+        let before = st.delivered.swap(self.report.delivered, Ordering::Relaxed);
+        if self.report.delivered > before {
+            st.last_success.store(unix_now(), Ordering::Relaxed);
         }
-    }
-
-    fn failed(&mut self, why: String) {
-        self.failures += 1;
-        self.retry_at = Some(Instant::now() + backoff(self.failures));
-        self.report.down = Some(why);
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
+        st.bytes.store(self.report.bytes, Ordering::Relaxed);
+        st.dead_lettered
+            .store(self.report.dead_lettered, Ordering::Relaxed);
+        for ((_, ack), r) in jobs.into_iter().zip(results) {
+            let _ = ack.send(r);
+        }
     }
 }

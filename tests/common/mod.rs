@@ -2,6 +2,8 @@
 // Each test crate uses some of these, not all.
 #![allow(dead_code)]
 
+pub mod rsyslog;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -165,14 +167,32 @@ impl ServeProcess {
 
     /// Starts it and waits until it serves (its signal handlers are then in place).
     pub fn spawn(&mut self) {
+        self.start(Command::new(env!("CARGO_BIN_EXE_defender-dsm")));
+    }
+
+    /// Starts it as the unprivileged user `nobody` (its directory handed over to it), so that
+    /// file permissions apply to it; needs root.
+    pub fn spawn_as_nobody(&mut self) {
+        let ok = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&self.dir)
+            .status()
+            .expect("chown");
+        assert!(ok.success(), "chown (the test must run as root)");
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_defender-dsm"));
+        self.start(cmd);
+    }
+
+    fn start(&mut self, mut cmd: Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("serve.log"))
             .expect("log");
         self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_defender-dsm"))
-                .args(["serve", "--config"])
+            cmd.args(["serve", "--config"])
                 .arg(self.dir.join("config.toml"))
                 .stderr(log)
                 .spawn()
