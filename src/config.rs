@@ -25,6 +25,9 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// How long shutdown may take to drain queued events to their outputs or spools.
     pub shutdown_grace_seconds: u64,
+    /// Most bytes of events one payload (a request body, a page, a message) may become, over
+    /// all outputs: the records past it are refused (HTTP 413).
+    pub max_payload_output_bytes: usize,
     pub http: HttpConfig,
     pub mappings: MappingsConfig,
     pub logging: LoggingConfig,
@@ -155,6 +158,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             data_dir: PathBuf::from("./data"),
             shutdown_grace_seconds: 30,
+            max_payload_output_bytes: 256 << 20,
             http: HttpConfig::default(),
             mappings: MappingsConfig::default(),
             logging: LoggingConfig::default(),

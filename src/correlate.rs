@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::json::Json;
+use crate::json::{Json, FAN_OUT_TEXT_CAP};
 
 type Members<'t> = Vec<(Cow<'t, str>, Json<'t>)>;
 
@@ -56,8 +56,9 @@ pub fn take_bundle<'t>(obj: &mut Members<'t>) -> Option<Bundle<'t>> {
 }
 
 /// One record per (CVE, device, software) row, then one per CVE no row names (a CVE with no
-/// exposed device is still news to a vulnerability dashboard, and nothing fetched is dropped).
-pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
+/// exposed device is still news to a vulnerability dashboard, and nothing fetched is dropped),
+/// each handed to `emit` as it is made, so that a bundle of many rows is never held joined.
+pub fn join<'t>(bundle: Bundle<'t>, mut emit: impl FnMut(Json<'t>)) {
     let Bundle {
         vulnerabilities,
         machines,
@@ -88,62 +89,80 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
     let vulnerabilities = by_id(vulnerabilities);
     let machines = by_id(machines);
     let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut out: Vec<Json<'t>> = rows
-        .into_iter()
-        .filter_map(|row| {
-            let Json::Object(row) = row else { return None };
-            let text = |k: &str| {
-                row.iter()
-                    .find(|(name, _)| name == k)
-                    .and_then(|(_, v)| v.as_str())
-                    .map(str::to_string)
-            };
-            let (cve, machine_id) = (text("cveId"), text("machineId"));
-            if let Some(c) = &cve {
-                named.insert(c.clone());
+    // CVEs already carried whole into a record, with their capped copy once made.
+    let mut capped: HashMap<String, Option<Members<'t>>> = HashMap::new();
+    for row in rows {
+        let Json::Object(row) = row else { continue };
+        let text = |k: &str| {
+            row.iter()
+                .find(|(name, _)| name == k)
+                .and_then(|(_, v)| v.as_str())
+                .map(str::to_string)
+        };
+        let (cve, machine_id) = (text("cveId"), text("machineId"));
+        if let Some(c) = &cve {
+            named.insert(c.clone());
+        }
+        // The device's inventory first, the row's own members over it (its `id` is the
+        // row's composite id; the device id stays in `machineId`).
+        let mut affected: Members<'t> = machine_id
+            .as_deref()
+            .and_then(|id| machines.get(id).cloned())
+            .unwrap_or_default();
+        for (k, v) in row {
+            match affected.iter_mut().find(|(name, _)| *name == k) {
+                Some(slot) => slot.1 = v,
+                None => affected.push((k, v)),
             }
-            // The device's inventory first, the row's own members over it (its `id` is the
-            // row's composite id; the device id stays in `machineId`).
-            let mut affected: Members<'t> = machine_id
-                .as_deref()
-                .and_then(|id| machines.get(id).cloned())
-                .unwrap_or_default();
-            for (k, v) in row {
-                match affected.iter_mut().find(|(name, _)| *name == k) {
-                    Some(slot) => slot.1 = v,
-                    None => affected.push((k, v)),
+        }
+        let first_of_cve = cve.as_ref().is_none_or(|c| !capped.contains_key(c));
+        let mut record: Members<'t> = match cve.as_deref().and_then(|c| vulnerabilities.get(c)) {
+            // The CVE's long texts (its description) whole in its first row's record only.
+            Some(v) if first_of_cve => {
+                if let Some(c) = &cve {
+                    capped.insert(c.clone(), None);
                 }
+                v.clone()
             }
-            let mut record: Members<'t> = match cve.as_deref().and_then(|c| vulnerabilities.get(c))
-            {
-                Some(v) => v.clone(),
-                None => {
-                    let mut fallback: Members<'t> = Vec::new();
-                    if let Some(c) = &cve {
-                        fallback.push((Cow::Borrowed("id"), Json::Str(c.clone().into())));
-                        fallback.push((Cow::Borrowed("name"), Json::Str(c.clone().into())));
-                    }
-                    if let Some(s) = affected
-                        .iter()
-                        .find(|(k, _)| k == "severity")
-                        .map(|(_, v)| v.clone())
-                    {
-                        fallback.push((Cow::Borrowed("severity"), s));
-                    }
-                    fallback
+            Some(v) => capped
+                .get_mut(cve.as_deref().unwrap_or_default())
+                .map(|slot| {
+                    slot.get_or_insert_with(|| {
+                        let mut c = v.clone();
+                        c.iter_mut().for_each(|(_, v)| {
+                            v.cap_strings(FAN_OUT_TEXT_CAP, "the first event of this CVE")
+                        });
+                        c
+                    })
+                    .clone()
+                })
+                .unwrap_or_else(|| v.clone()),
+            None => {
+                let mut fallback: Members<'t> = Vec::new();
+                if let Some(c) = &cve {
+                    fallback.push((Cow::Borrowed("id"), Json::Str(c.clone().into())));
+                    fallback.push((Cow::Borrowed("name"), Json::Str(c.clone().into())));
                 }
-            };
-            record.retain(|(k, _)| k != "affectedMachine");
-            if let Some(t) = &fetched {
-                record.push((Cow::Borrowed("fetchedDateTime"), t.clone()));
+                if let Some(s) = affected
+                    .iter()
+                    .find(|(k, _)| k == "severity")
+                    .map(|(_, v)| v.clone())
+                {
+                    fallback.push((Cow::Borrowed("severity"), s));
+                }
+                fallback
             }
-            if let Some(t) = &tenant {
-                record.push((Cow::Borrowed("tenantId"), t.clone()));
-            }
-            record.push((Cow::Borrowed("affectedMachine"), Json::Object(affected)));
-            Some(Json::Object(record))
-        })
-        .collect();
+        };
+        record.retain(|(k, _)| k != "affectedMachine");
+        if let Some(t) = &fetched {
+            record.push((Cow::Borrowed("fetchedDateTime"), t.clone()));
+        }
+        if let Some(t) = &tenant {
+            record.push((Cow::Borrowed("tenantId"), t.clone()));
+        }
+        record.push((Cow::Borrowed("affectedMachine"), Json::Object(affected)));
+        emit(Json::Object(record));
+    }
     for id in cve_order {
         if named.contains(&id) {
             continue;
@@ -155,11 +174,10 @@ pub fn join<'t>(bundle: Bundle<'t>) -> Vec<Json<'t>> {
             if let Some(t) = &tenant {
                 v.push((Cow::Borrowed("tenantId"), t.clone()));
             }
-            out.push(Json::Object(v));
+            emit(Json::Object(v));
             named.insert(id);
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -184,7 +202,8 @@ mod tests {
             Json::Object(m) => m,
             _ => unreachable!(),
         };
-        let out = join(take_bundle(&mut bundle).unwrap());
+        let mut out = Vec::new();
+        join(take_bundle(&mut bundle).unwrap(), |r| out.push(r));
         assert_eq!(out.len(), 3);
         let first = &out[0];
         assert_eq!(first.get("cvssV3"), Some(&Json::Float(7.5)));

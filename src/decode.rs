@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use std::borrow::Cow;
 
-use crate::json::{Json, JsonStream};
+use crate::json::{Json, JsonStream, FAN_OUT_TEXT_CAP};
 
 use crate::event::{Position, RawRecord, SourceKind};
 
@@ -84,12 +84,21 @@ pub fn split_document<'t>(
     forced: Option<SourceKind>,
     mut emit: impl FnMut(usize, Option<SourceKind>, Json<'t>),
 ) -> usize {
+    let mut n = 0;
+    let mut one_item = |item: Json<'t>, envelope_kind: Option<SourceKind>| {
+        let kind = forced.or(envelope_kind).or_else(|| detect(&item));
+        fan_out(item, kind, &mut |one| {
+            emit(n, kind, one);
+            n += 1;
+        });
+    };
     let (items, envelope_kind) = match doc {
         Json::Object(mut obj) => match crate::correlate::take_bundle(&mut obj) {
-            Some(bundle) => (
-                crate::correlate::join(bundle),
-                Some(SourceKind::MdeVulnerability),
-            ),
+            Some(bundle) => {
+                let kind = Some(SourceKind::MdeVulnerability);
+                crate::correlate::join(bundle, |item| one_item(item, kind));
+                (Vec::new(), None)
+            }
             None => match envelope_list(&mut obj) {
                 Some((items, kind)) => (items, kind),
                 None => (vec![Json::Object(obj)], None),
@@ -98,13 +107,8 @@ pub fn split_document<'t>(
         Json::Array(items) => (items, None),
         other => (vec![other], None),
     };
-    let mut n = 0;
     for item in items {
-        let kind = forced.or(envelope_kind).or_else(|| detect(&item));
-        fan_out(item, kind, &mut |one| {
-            emit(n, kind, one);
-            n += 1;
-        });
+        one_item(item, envelope_kind);
     }
     n
 }
@@ -112,7 +116,9 @@ pub fn split_document<'t>(
 /// An incident with its alerts (`$expand=alerts`) becomes one record per alert, and a Defender
 /// for Endpoint alert one record per evidence item, each holding that one item in place of the
 /// list, as Elastic's inputs split them: every event then names one alert's or one entity's
-/// hosts, files and users. Without items the record stays whole.
+/// hosts, files and users. Without items the record stays whole. The parent's members are
+/// carried whole into the first record, and with long strings cut ([`FAN_OUT_TEXT_CAP`]) into
+/// the others.
 fn fan_out<'t>(item: Json<'t>, kind: Option<SourceKind>, emit: &mut impl FnMut(Json<'t>)) {
     let key = match kind {
         Some(SourceKind::GraphIncident) => "alerts",
@@ -131,8 +137,20 @@ fn fan_out<'t>(item: Json<'t>, kind: Option<SourceKind>, emit: &mut impl FnMut(J
     let Json::Array(list) = std::mem::replace(&mut members[at].1, Json::Null) else {
         return emit(Json::Object(members));
     };
-    for one in list {
-        let mut copy = members.clone();
+    let mut capped: Option<Vec<_>> = None;
+    for (i, one) in list.into_iter().enumerate() {
+        let mut copy = match i {
+            0 => members.clone(),
+            _ => capped
+                .get_or_insert_with(|| {
+                    let mut c = members.clone();
+                    let whole_in = format!("the event of its first {}", &key[..key.len() - 1]);
+                    c.iter_mut()
+                        .for_each(|(_, v)| v.cap_strings(FAN_OUT_TEXT_CAP, &whole_in));
+                    c
+                })
+                .clone(),
+        };
         copy[at].1 = one;
         emit(Json::Object(copy));
     }
@@ -280,5 +298,37 @@ mod tests {
         let recs = decode(text, None).unwrap();
         assert_eq!(recs.len(), 2);
         assert!(recs.iter().all(|r| r.position.line == 1));
+    }
+
+    #[test]
+    fn long_parent_texts_are_whole_in_the_first_fanned_out_record_only() {
+        let title = "t".repeat(100_000);
+        let alerts = vec!["{}"; 1000].join(",");
+        let page = format!(
+            r#"{{"value":[{{"id":"i","incidentWebUrl":"u","displayName":"{title}","alerts":[{alerts}]}}]}}"#
+        );
+        let mut records = Vec::new();
+        let origin: Arc<str> = Arc::from("page");
+        decode_text(&page, &origin, None, |r| {
+            records.push(r.payload.into_owned())
+        })
+        .unwrap();
+        assert_eq!(records.len(), 1000);
+        let name = |r: &Json| {
+            r.get("displayName")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(name(&records[0]), title);
+        for r in &records[1..] {
+            let cut = name(r);
+            assert!(cut.len() < FAN_OUT_TEXT_CAP + 100, "{}", cut.len());
+            assert!(cut.starts_with(&title[..FAN_OUT_TEXT_CAP]));
+            assert!(
+                cut.ends_with("…[cut by defender-dsm from 100000 bytes; whole in the event of its first alert]"),
+                "{cut}"
+            );
+        }
     }
 }

@@ -170,6 +170,13 @@ impl<'a> Iterator for JsonStream<'a> {
     }
 }
 
+/// Strings of a record copied into many records (an incident's members into each of its alerts'
+/// records, a CVE's into each affected device's) longer than this are carried whole into the
+/// first copy only; the others get them cut to this many bytes, with a note
+/// ([`Json::cap_strings`]). An incident's 100 KB title copied into each of 10,000 alerts' events
+/// would otherwise make a gigabyte of output from a 142 KB page.
+pub const FAN_OUT_TEXT_CAP: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json<'a> {
     Null,
@@ -207,6 +214,32 @@ impl<'a> Json<'a> {
                     .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
                     .collect(),
             ),
+        }
+    }
+
+    /// Cuts every string longer than `cap` bytes (in this value and below it) at a character
+    /// boundary, ending it with a note that says how long it was and where it is whole
+    /// (`whole_in`). For values copied into many records (an incident's members into each of
+    /// its alerts' events), so that one long text is not multiplied by the fan-out.
+    pub fn cap_strings(&mut self, cap: usize, whole_in: &str) {
+        match self {
+            Json::Str(t) if t.len() > cap => {
+                let mut end = cap;
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let note = format!(
+                    "{}…[cut by defender-dsm from {} bytes; whole in {whole_in}]",
+                    &t[..end],
+                    t.len()
+                );
+                *t = Text::checked(note);
+            }
+            Json::Array(items) => items.iter_mut().for_each(|v| v.cap_strings(cap, whole_in)),
+            Json::Object(members) => members
+                .iter_mut()
+                .for_each(|(_, v)| v.cap_strings(cap, whole_in)),
+            _ => {}
         }
     }
 

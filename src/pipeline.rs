@@ -1,7 +1,15 @@
 //! The service's path for one payload: decode and map it with the mapping set in use, encode each
 //! event for every output whose route admits it, hand the batches over, and answer only when
-//! every output has them durably (sent or spooled). A payload that does not decode is refused
-//! whole before anything is handed over, so nothing of a rejected body is half-accepted.
+//! every output has them durably (sent or spooled).
+//!
+//! Events are handed over in chunks ([`CHUNK_EVENTS`], [`CHUNK_BYTES`] per output) while the
+//! payload is encoded, and an output's queue holds a few chunks, so a payload that becomes far
+//! more output than input (an incident fanned out into 10,000 alerts' events) never sits whole in
+//! memory; [`Pipeline::max_output_bytes`] bounds what one payload may become. A payload whose
+//! events fit in one chunk per output is taken whole or not at all: one that does not decode is
+//! refused before anything is handed over. A larger one that fails part way (a malformed
+//! document after good ones, the output limit) keeps what was handed over, every output having
+//! the same records, and the answer says how many.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,7 +23,8 @@ use crate::output::bulk::{BulkAuth, BulkOutput, BulkTarget};
 use crate::output::file::FileTarget;
 use crate::output::syslog::{Framing, SyslogTarget, TlsSettings};
 use crate::output::worker::{
-    Batch, Encoding, Endpoint, FullPolicy, OutputHandle, OutputReport, Refused, SpoolSettings,
+    Batch, Encoding, Endpoint, FullPolicy, OutputHandle, OutputReport, Pending, Refused,
+    SpoolSettings,
 };
 use crate::output::OutputError;
 use crate::telemetry::Telemetry;
@@ -26,6 +35,9 @@ pub enum IngestError {
     /// The payload does not decode: where and why.
     #[error("{0}")]
     Malformed(String),
+    /// The payload's events would pass [`Pipeline::max_output_bytes`].
+    #[error("{0}")]
+    TooLarge(String),
     /// An output cannot take events now (its spool is full while the endpoint is down, or its
     /// spool or file cannot be written): try again later.
     #[error("{0}")]
@@ -97,18 +109,29 @@ impl Route {
     /// Family by name (`none` for records no family maps), category as LEEF `cat`, action as
     /// the LEEF EventID (the ActionType for Streaming API tables).
     pub fn admits(&self, ev: &MappedEvent) -> bool {
+        self.filters(ev).is_none()
+    }
+
+    /// Which rule keeps the event out (`family`, `category`, `action`), if one does.
+    pub fn filters(&self, ev: &MappedEvent) -> Option<&'static str> {
         let family = ev.family.map_or("none", |f| f.name.as_str());
         let pass = |value: &str, include: &[String], exclude: &[String]| {
             (include.is_empty() || include.iter().any(|v| v == value))
                 && !exclude.iter().any(|v| v == value)
         };
-        pass(family, &self.include_families, &self.exclude_families)
-            && pass(
-                &ev.category,
-                &self.include_categories,
-                &self.exclude_categories,
-            )
-            && pass(&ev.event_id, &self.include_actions, &self.exclude_actions)
+        if !pass(family, &self.include_families, &self.exclude_families) {
+            Some("family")
+        } else if !pass(
+            &ev.category,
+            &self.include_categories,
+            &self.exclude_categories,
+        ) {
+            Some("category")
+        } else if !pass(&ev.event_id, &self.include_actions, &self.exclude_actions) {
+            Some("action")
+        } else {
+            None
+        }
     }
 }
 
@@ -120,14 +143,31 @@ pub struct RoutedOutput {
 /// What an ingest took.
 #[derive(Debug, Default)]
 pub struct Ingested {
+    /// Records handed to every output (all of the payload's, unless it failed part way).
     pub records: u64,
     pub counts: Counts,
+}
+
+/// Events handed over to an output at a time, at most: by count and by bytes.
+pub const CHUNK_EVENTS: usize = 1000;
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+/// What encoding a payload left: the outputs' answers to wait for, what was taken, and why it
+/// stopped early, if it did.
+struct Encoded {
+    pending: Vec<Pending>,
+    taken: Ingested,
+    /// Events kept out by a route, by output and reason.
+    filtered: Vec<[u64; 3]>,
+    stopped: Option<IngestError>,
 }
 
 pub struct Pipeline {
     translator: RwLock<Arc<Translator>>,
     pub outputs: Vec<RoutedOutput>,
     pub telemetry: Telemetry,
+    /// Most bytes of events one payload may become, over all outputs.
+    pub max_output_bytes: usize,
 }
 
 impl Pipeline {
@@ -138,6 +178,7 @@ impl Pipeline {
             translator: RwLock::new(Arc::new(translator)),
             outputs,
             telemetry,
+            max_output_bytes: 256 << 20,
         }
     }
 
@@ -158,9 +199,9 @@ impl Pipeline {
         *slot = Arc::new(t);
     }
 
-    /// Takes one payload: decoded and encoded off the async threads, then handed to every
-    /// output; returns once every output has it sent or spooled. The body is shared, so a
-    /// caller that tries again (a full spool) does not copy it.
+    /// Takes one payload: decoded and encoded off the async threads, handed to every output in
+    /// chunks, and returns once every output has what was handed over sent or spooled. The body
+    /// is shared, so a caller that tries again (a full spool) does not copy it.
     pub async fn ingest(
         self: &Arc<Self>,
         text: Arc<String>,
@@ -171,18 +212,17 @@ impl Pipeline {
         let me = self.clone();
         let origin: Arc<str> = Arc::from(origin);
         let bytes = text.len() as u64;
-        let (batches, taken) =
-            tokio::task::spawn_blocking(move || me.encode(&text, &origin, forced))
-                .await
-                .map_err(|e| IngestError::Failed(format!("translation stopped: {e}")))??;
-        let mut waiting = Vec::new();
-        for (o, batch) in self.outputs.iter().zip(batches) {
-            if !batch.is_empty() {
-                waiting.push(o.handle.submit(batch).await);
-            }
-        }
+        let encoded = tokio::task::spawn_blocking(move || me.encode(&text, &origin, forced))
+            .await
+            .map_err(|e| IngestError::Failed(format!("translation stopped: {e}")))?;
+        let Encoded {
+            pending,
+            taken,
+            filtered,
+            stopped,
+        } = encoded;
         let mut first_error = None;
-        for w in waiting {
+        for w in pending {
             if let Err(e) = w.wait().await {
                 first_error.get_or_insert(e);
             }
@@ -200,34 +240,95 @@ impl Pipeline {
                 *n,
             );
         }
-        match first_error {
-            None => Ok(taken),
-            Some(Refused::Unavailable(e)) => Err(IngestError::Unavailable(e)),
-            Some(Refused::Failed(e)) => Err(IngestError::Failed(e)),
+        for (o, counts) in self.outputs.iter().zip(&filtered) {
+            for (reason, n) in ["family", "category", "action"].into_iter().zip(counts) {
+                if *n > 0 {
+                    self.telemetry.add(
+                        "dsm_output_filtered_total",
+                        &[("output", &o.handle.name), ("reason", reason)],
+                        *n,
+                    );
+                }
+            }
+        }
+        match (first_error, stopped) {
+            (Some(Refused::Unavailable(e)), _) => Err(IngestError::Unavailable(e)),
+            (Some(Refused::Failed(e)), _) => Err(IngestError::Failed(e)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(taken),
         }
     }
 
-    fn encode(
-        &self,
-        text: &str,
-        origin: &Arc<str>,
-        forced: Option<SourceKind>,
-    ) -> Result<(Vec<Batch>, Ingested), IngestError> {
+    /// Encodes the payload's events for every output, handing each output's batch over
+    /// whenever it reaches a chunk (waiting while the output's queue is full).
+    fn encode(&self, text: &str, origin: &Arc<str>, forced: Option<SourceKind>) -> Encoded {
         let t = self.translator();
         let mut batches: Vec<Batch> = self.outputs.iter().map(|_| Batch::default()).collect();
+        let mut filtered = vec![[0u64; 3]; self.outputs.len()];
+        let mut pending = Vec::new();
         let mut taken = Ingested::default();
-        t.each_event(text, origin, forced, &mut taken.counts, |rec, ev| {
+        // Bytes handed over or waiting in `batches`; past the limit no record is encoded.
+        let mut output_bytes = 0usize;
+        let mut over = false;
+        let decoded = t.each_event(text, origin, forced, &mut taken.counts, |rec, ev| {
+            if over || output_bytes > self.max_output_bytes {
+                over = true;
+                return;
+            }
             taken.records += 1;
-            for (o, b) in self.outputs.iter().zip(batches.iter_mut()) {
-                if o.route.admits(ev) {
-                    let pruned = o.route.prune(ev);
-                    let ev = pruned.as_ref().unwrap_or(ev);
-                    b.add(&o.handle.encoding, ev, rec, &t.render, t.mappings.version());
+            for (i, (o, b)) in self.outputs.iter().zip(batches.iter_mut()).enumerate() {
+                if let Some(reason) = o.route.filters(ev) {
+                    let k = match reason {
+                        "family" => 0,
+                        "category" => 1,
+                        _ => 2,
+                    };
+                    filtered[i][k] += 1;
+                    continue;
+                }
+                let pruned = o.route.prune(ev);
+                let ev = pruned.as_ref().unwrap_or(ev);
+                let before = b.bytes;
+                b.add(&o.handle.encoding, ev, rec, &t.render, t.mappings.version());
+                output_bytes += b.bytes - before;
+                if b.len() >= CHUNK_EVENTS || b.bytes >= CHUNK_BYTES {
+                    pending.push(o.handle.submit_blocking(std::mem::take(b)));
                 }
             }
-        })
-        .map_err(|e| IngestError::Malformed(e.to_string()))?;
-        Ok((batches, taken))
+        });
+        let stopped = match decoded {
+            // Nothing handed over yet: the payload is refused whole, as if never sent.
+            Err(e) if pending.is_empty() => {
+                return Encoded {
+                    pending,
+                    taken: Ingested::default(),
+                    filtered: vec![[0; 3]; self.outputs.len()],
+                    stopped: Some(IngestError::Malformed(e.to_string())),
+                };
+            }
+            Err(e) => Some(IngestError::Malformed(format!(
+                "{e}; the {} records before it were accepted",
+                taken.records
+            ))),
+            Ok(()) if over => Some(IngestError::TooLarge(format!(
+                "the payload's events take more than {} bytes (max_payload_output_bytes); the first {} records were accepted, the {} after them were not",
+                self.max_output_bytes,
+                taken.records,
+                taken.counts.total() - taken.records
+            ))),
+            Ok(()) => None,
+        };
+        for (o, b) in self.outputs.iter().zip(batches.iter_mut()) {
+            if !b.is_empty() {
+                pending.push(o.handle.submit_blocking(std::mem::take(b)));
+            }
+        }
+        Encoded {
+            pending,
+            taken,
+            filtered,
+            stopped,
+        }
     }
 
     /// Stops every output after it drained what it can, and reports.

@@ -42,6 +42,21 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("dsm_output_up", "gauge", "1 when the output's last attempt succeeded."),
     (
+        "dsm_output_filtered_total",
+        "counter",
+        "Events an output's route kept out, by output and reason (family, category, action).",
+    ),
+    (
+        "dsm_output_down_total",
+        "counter",
+        "Times an output's endpoint went down (its delivery failed after working).",
+    ),
+    (
+        "dsm_output_refusing_total",
+        "counter",
+        "Times an output started refusing new events (spool full or unwritable, file unwritable).",
+    ),
+    (
         "dsm_mapping_reloads_total",
         "counter",
         "Mapping reloads, by result (applied, rejected).",
@@ -205,6 +220,8 @@ impl Telemetry {
                     load(&s.last_success),
                 ),
                 ("dsm_output_up", u64::from(!s.down.load(Ordering::Relaxed))),
+                ("dsm_output_down_total", load(&s.down_transitions)),
+                ("dsm_output_refusing_total", load(&s.refusing_transitions)),
             ] {
                 samples.entry(metric).or_default().push((out(None), v));
             }

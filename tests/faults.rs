@@ -388,3 +388,126 @@ fn repeated_kill_9_under_load_loses_no_accepted_record() {
     });
     eprintln!("kill -9 x4 under load: {want} records accepted, 0 lost");
 }
+
+/// One Graph incidents page: one incident with a 100 KB title and 10,000 empty alerts (142 KB).
+fn amplifying_incident() -> String {
+    let alerts = vec!["{}"; 10_000].join(",");
+    format!(
+        r#"{{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#security/incidents","value":[{{"id":"29","tenantId":"t","status":"active","severity":"high","createdDateTime":"2026-10-14T08:31:02Z","lastUpdateDateTime":"2026-10-14T08:31:02Z","incidentWebUrl":"https://security.microsoft.com/incidents/29","displayName":"{}","alerts":[{alerts}]}}]}}"#,
+        "x".repeat(100_000)
+    )
+}
+
+/// A vulnerability bundle: 10,000 device rows on one CVE whose description is 100 KB.
+fn amplifying_bundle() -> String {
+    let rows: Vec<String> = (0..10_000)
+        .map(|i| format!(r#"{{"id":"m{i}-_-CVE-1-_-x","cveId":"CVE-1","machineId":"m{i}","productName":"edge","severity":"High"}}"#))
+        .collect();
+    format!(
+        r#"{{"vulnerabilities":[{{"id":"CVE-1","name":"CVE-1","severity":"High","description":"{}"}}],"machines":[],"fetchedDateTime":"2026-10-14T08:31:02Z","machinesVulnerabilities":[{}]}}"#,
+        "d".repeat(100_000),
+        rows.join(",")
+    )
+}
+
+#[test]
+#[ignore = "the fault suite (.ci/run runs it)"]
+fn amplifying_payloads_stay_within_the_memory_budget() {
+    let mut s = ServeProcess::new(
+        "fault-amplify",
+        "[[outputs]]\nname = \"ecs\"\ntype = \"file\"\npath = \"{dir}/events.ecs.ndjson\"\nrotate_bytes = 0\n",
+    );
+    s.spawn();
+    let bodies = [amplifying_incident(), amplifying_bundle()];
+    // Four requests at once, each both payloads in turn.
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("http://127.0.0.1:{}/v1/ingest", s.port);
+            let bodies = bodies.clone();
+            std::thread::spawn(move || {
+                bodies
+                    .into_iter()
+                    .map(|b| request("POST", &url, &[], b.into_bytes(), None).expect("post"))
+                    .map(|r| (r.status, r.body))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for w in workers {
+        for (status, body) in w.join().expect("worker") {
+            assert_eq!(status, 202, "{body}");
+            assert!(body.contains("\"accepted\":10000"), "{body}");
+        }
+    }
+    let peak_mib = s.peak_rss_kib() / 1024;
+    // The file outputs rotate at 100 MB: every file they wrote, by line length.
+    let lines = |name: &str| -> Vec<usize> {
+        let mut lengths = Vec::new();
+        for k in 0..=5 {
+            let file = match k {
+                0 => s.dir.join(name),
+                k => s.dir.join(format!("{name}.{k}")),
+            };
+            if let Ok(f) = std::fs::File::open(file) {
+                let r = std::io::BufReader::new(f);
+                lengths.extend(std::io::BufRead::lines(r).map(|l| l.map_or(0, |l| l.len())));
+            }
+        }
+        lengths
+    };
+    let (leef, ecs) = (lines("events.leef"), lines("events.ecs.ndjson"));
+    let mib = |l: &[usize]| l.iter().sum::<usize>() >> 20;
+    eprintln!(
+        "amplification: 4 x (a 142 KB incidents page and a 1.1 MB vulnerability bundle) at once, 80,000 events, {} MiB of LEEF and {} MiB of ECS written, peak RSS {peak_mib} MiB",
+        mib(&leef),
+        mib(&ecs)
+    );
+    assert!(
+        peak_mib < 512,
+        "peak RSS {peak_mib} MiB over the 512 MiB budget"
+    );
+    assert_eq!((leef.len(), ecs.len()), (80_000, 80_000));
+    // The long texts are whole once per incident and CVE, cut in the other events (LEEF does
+    // not carry a CVE's description).
+    let long = |l: &[usize]| l.iter().filter(|&&n| n > 100_000).count();
+    assert_eq!((long(&leef), long(&ecs)), (4, 8));
+    assert!(leef
+        .iter()
+        .chain(&ecs)
+        .all(|&n| n < 100_000 || n > 100_000 && n < 400_000));
+    s.stop();
+}
+
+#[test]
+#[ignore = "the fault suite (.ci/run runs it)"]
+fn a_payload_past_the_output_limit_is_refused_with_413_naming_the_limit() {
+    let mut s = ServeProcess::new("fault-output-limit", "");
+    let config = s.dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("max_payload_output_bytes = 3000000\n{text}"),
+    )
+    .expect("config");
+    s.spawn();
+    let (reply, _) = post(&s, amplifying_incident());
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(
+        reply.body.contains("max_payload_output_bytes"),
+        "{}",
+        reply.body
+    );
+    let accepted: u64 = reply
+        .body
+        .split("the first ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .expect("how many were accepted");
+    assert!(accepted > 0 && accepted < 10_000, "{}", reply.body);
+    assert_eq!(
+        s.lines().len() as u64,
+        accepted,
+        "every accepted record written, no other"
+    );
+    s.stop();
+}

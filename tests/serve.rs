@@ -474,6 +474,15 @@ exclude_families = ["device-process-events"]
     let rest = s.file("rest.ecs.ndjson");
     assert_eq!(rest.lines().count(), 1);
     assert!(rest.contains("\"kind\":\"alert\""), "{rest}");
+    // What each route kept out is counted, by reason.
+    let m = get(&s, "/metrics").body;
+    for kept_out in [
+        "dsm_output_filtered_total{output=\"process-leef\",reason=\"family\"} 1",
+        "dsm_output_filtered_total{output=\"process-ecs\",reason=\"category\"} 1",
+        "dsm_output_filtered_total{output=\"the-rest\",reason=\"family\"} 1",
+    ] {
+        assert!(m.contains(kept_out), "{kept_out}: {m}");
+    }
 }
 
 #[test]

@@ -142,7 +142,9 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     let translator = load_translator(&cfg)?;
     prepare_clusters(&cfg, &translator.mappings).await;
     let outputs = start_outputs(&cfg)?;
-    let pipeline = Arc::new(Pipeline::new(translator, outputs));
+    let mut pipeline = Pipeline::new(translator, outputs);
+    pipeline.max_output_bytes = cfg.max_payload_output_bytes;
+    let pipeline = Arc::new(pipeline);
     let state = Arc::new(HttpState {
         pipeline: pipeline.clone(),
         token,

@@ -151,6 +151,7 @@ async fn take(s: &HttpState, q: IngestQuery, headers: &HeaderMap, body: Body) ->
                 .into_response()
         }
         Err(IngestError::Malformed(reason)) => json_error(StatusCode::BAD_REQUEST, &reason),
+        Err(IngestError::TooLarge(reason)) => json_error(StatusCode::PAYLOAD_TOO_LARGE, &reason),
         Err(IngestError::Unavailable(reason)) => {
             let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, &reason);
             r.headers_mut()

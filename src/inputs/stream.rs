@@ -80,7 +80,7 @@ impl StreamTaker {
                 .await
             {
                 Ok(taken) => return taken.records,
-                Err(IngestError::Malformed(reason)) => {
+                Err(IngestError::Malformed(reason) | IngestError::TooLarge(reason)) => {
                     self.dead_letter(&msg.hub, &msg.partition, msg.position, &reason, &text);
                     return 0;
                 }

@@ -26,6 +26,8 @@ pub struct Batch {
     pub refused: Vec<(String, Vec<u8>)>,
     /// LEEF events whose values were trimmed to fit.
     pub trimmed: u64,
+    /// Bytes of `events` and `refused`.
+    pub bytes: usize,
 }
 
 impl Batch {
@@ -40,29 +42,26 @@ impl Batch {
         let mut out = Vec::new();
         match encoding {
             Encoding::Leef { max } => match render_leef_within(ev, render, *max, &mut out) {
-                Fit::Whole => self.events.push(out),
-                Fit::Trimmed(_) => {
-                    self.trimmed += 1;
-                    self.events.push(out);
-                }
+                Fit::Whole => {}
+                Fit::Trimmed(_) => self.trimmed += 1,
                 Fit::TooLarge => {
                     out.clear();
                     encode_meta(ev, rec, mapping_version, &mut out);
+                    self.bytes += out.len();
                     self.refused.push((
                         format!("the LEEF event does not fit in {max} bytes even with its values trimmed"),
                         out,
                     ));
+                    return;
                 }
             },
             Encoding::Bulk { namespace } => {
-                encode_entry(ev, rec, namespace, mapping_version, &mut out);
-                self.events.push(out);
+                encode_entry(ev, rec, namespace, mapping_version, &mut out)
             }
-            Encoding::Ecs => {
-                render_ecs(ev, &mut out);
-                self.events.push(out);
-            }
+            Encoding::Ecs => render_ecs(ev, &mut out),
         }
+        self.bytes += out.len();
+        self.events.push(out);
     }
 
     pub fn len(&self) -> usize {
