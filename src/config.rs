@@ -181,6 +181,16 @@ pub struct HttpConfig {
     pub listen: String,
     /// Largest request body, in bytes, after gzip decompression.
     pub max_body_bytes: usize,
+    /// Connections served at once (more get 503; a few more still reach health and metrics).
+    pub max_connections: usize,
+    /// A request's head must arrive within this; also how long a kept-alive connection may
+    /// wait for its next request.
+    pub header_timeout_seconds: u64,
+    /// A request's body must arrive within this (408 otherwise).
+    pub body_timeout_seconds: u64,
+    /// Bytes of request bodies (received, and decompressed) held at once over all requests;
+    /// a request that would pass it gets 503 with `Retry-After`.
+    pub max_inflight_body_bytes: usize,
     /// The bearer token `POST /v1/ingest` requires, from this environment variable...
     pub bearer_token_env: Option<String>,
     /// ... or from this file (first line). Neither: no token is required.
@@ -195,6 +205,10 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 16 << 20,
+            max_connections: 512,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 60,
+            max_inflight_body_bytes: 256 << 20,
             bearer_token_env: None,
             bearer_token_file: None,
             tls_cert: None,
@@ -383,6 +397,24 @@ impl ServiceConfig {
         }
         if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             return Err("http: tls_cert and tls_key go together".into());
+        }
+        let h = &self.http;
+        for (key, value) in [
+            ("max_body_bytes", h.max_body_bytes as u64),
+            ("max_connections", h.max_connections as u64),
+            ("header_timeout_seconds", h.header_timeout_seconds),
+            ("body_timeout_seconds", h.body_timeout_seconds),
+            ("max_inflight_body_bytes", h.max_inflight_body_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("http.{key}: must be above 0"));
+            }
+        }
+        if h.max_inflight_body_bytes < h.max_body_bytes {
+            return Err(format!(
+                "http.max_inflight_body_bytes ({}) is smaller than http.max_body_bytes ({}): no body of the largest size could be taken",
+                h.max_inflight_body_bytes, h.max_body_bytes
+            ));
         }
         if self.outputs.is_empty() {
             return Err("outputs: at least one output is needed".into());

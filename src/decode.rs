@@ -52,6 +52,19 @@ pub fn decode_text<'t>(
         };
         line += newlines(&text.as_bytes()[counted_to..start]);
         counted_to = start;
+        if !matches!(doc, Json::Object(_) | Json::Array(_)) {
+            let at = &text[..start];
+            let column = 1 + at.len() - at.rfind('\n').map_or(0, |i| i + 1);
+            return Err(DecodeError {
+                origin: origin.clone(),
+                line,
+                column,
+                reason: format!(
+                    "a JSON {} where an object or array (a Defender record, or a list or page of them) belongs",
+                    kind_name(&doc)
+                ),
+            });
+        }
         count += split_document(doc, forced, |index, source, payload| {
             emit(RawRecord {
                 source,
@@ -63,6 +76,17 @@ pub fn decode_text<'t>(
                 payload,
             })
         });
+    }
+}
+
+fn kind_name(doc: &Json) -> &'static str {
+    match doc {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Int(_) | Json::UInt(_) | Json::Float(_) => "number",
+        Json::Str(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
     }
 }
 

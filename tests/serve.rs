@@ -508,3 +508,197 @@ fn ingest_over_https_with_the_configured_certificate() {
     assert_eq!(s.file("out/events.leef").lines().count(), 1);
     let _ = std::fs::remove_dir_all(certs);
 }
+
+/// Raw HTTP over a fresh connection; the reply's status line and body, or why none came.
+fn raw(port: u16, request: &[u8]) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    c.write_all(request).map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    Ok(reply)
+}
+
+#[test]
+fn slow_and_idle_clients_cannot_hold_the_service() {
+    let mut s = start(
+        "slowloris",
+        "max_connections = 40\nheader_timeout_seconds = 2\nbody_timeout_seconds = 2\n",
+        FILES,
+    );
+    use std::io::Write;
+    // The connection `start` probed with has ended.
+    std::thread::sleep(Duration::from_millis(300));
+    // 60 clients that start a request head and never finish it: 40 take every ingest slot, 20
+    // the slots past them that serve health and metrics.
+    let mut slow: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+            let _ = c.write_all(b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\n");
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Health and metrics still answer; ingest is refused at once with Retry-After.
+    let t = Instant::now();
+    let health = raw(
+        s.port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("health answers");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let busy = raw(
+        s.port,
+        b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .expect("answered");
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(busy.to_ascii_lowercase().contains("retry-after"), "{busy}");
+    assert!(busy.contains("http.max_connections"), "{busy}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Past every slot (another 40 slow clients), liveness still answers 200, the rest 503.
+    let more: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+            let _ = c.write_all(b"POST /v1/ingest HTTP/1.1\r\n");
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let health = raw(s.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("answers");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = raw(s.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("answers");
+    assert!(metrics.starts_with("HTTP/1.1 503"), "{metrics}");
+    drop(more);
+    // The header timeout closes the slow ones, and ingest is taken again.
+    std::thread::sleep(Duration::from_secs(3));
+    for c in &mut slow {
+        let _ = c.write_all(b"X-Slow: 1\r\n");
+    }
+    let body = fixture("device-process-events/process-created.input.json");
+    let r = post(&s, "/v1/ingest", &[], &body);
+    assert_eq!(r.status, 202, "{}", r.body);
+    // A body that trickles in is cut off after body_timeout_seconds with 408.
+    let trickle = std::thread::spawn({
+        let port = s.port;
+        move || {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let _ = c.write_all(
+                b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+            );
+            let t = Instant::now();
+            for _ in 0..8 {
+                if c.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let mut reply = String::new();
+            let _ = c.read_to_string(&mut reply);
+            (reply, t.elapsed())
+        }
+    });
+    let (reply, took) = trickle.join().expect("trickle");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("http.body_timeout_seconds"), "{reply}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(slow);
+    assert_eq!(s.stop(), 0, "{}", s.log());
+    assert!(s.log().contains("ingest request refused"), "{}", s.log());
+}
+
+#[test]
+fn bodies_in_flight_are_bounded_and_refusals_name_the_limit() {
+    let s = start(
+        "inflight",
+        "max_body_bytes = 4000000\nmax_inflight_body_bytes = 8000000\n",
+        FILES,
+    );
+    // Five 3.9 MB bodies at once, each sent slowly enough to overlap: at most two fit.
+    let body: Vec<u8> = {
+        let mut b = common::records(0, 1).into_bytes();
+        b.resize(3_900_000, b' ');
+        b
+    };
+    let workers: Vec<_> = (0..5)
+        .map(|_| {
+            let (port, body) = (s.port, body.clone());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+                let head = format!(
+                    "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(head.as_bytes());
+                for part in body.chunks(400_000) {
+                    if c.write_all(part).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let mut reply = String::new();
+                let _ = c.read_to_string(&mut reply);
+                reply
+            })
+        })
+        .collect();
+    let replies: Vec<String> = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker"))
+        .collect();
+    let taken = replies
+        .iter()
+        .filter(|r| r.starts_with("HTTP/1.1 202"))
+        .count();
+    let busy: Vec<&String> = replies
+        .iter()
+        .filter(|r| r.starts_with("HTTP/1.1 503"))
+        .collect();
+    assert!(taken >= 1 && !busy.is_empty(), "{replies:?}");
+    assert!(
+        busy.iter()
+            .all(|r| r.contains("http.max_inflight_body_bytes")),
+        "{busy:?}"
+    );
+    // The body limit names its key; an empty body, a bare scalar, a BOM and the scheme's case.
+    let r = post(&s, "/v1/ingest", &[], &vec![b' '; 4_000_001]);
+    assert_eq!(r.status, 413);
+    assert!(r.body.contains("http.max_body_bytes"), "{}", r.body);
+    assert_eq!(post(&s, "/v1/ingest", &[], b"").status, 400);
+    let r = post(&s, "/v1/ingest", &[], b"42");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("object or array"), "{}", r.body);
+    let mut bom = "\u{feff}".as_bytes().to_vec();
+    bom.extend(fixture("device-process-events/process-created.input.json"));
+    let r = post(&s, "/v1/ingest", &[], &bom);
+    assert_eq!(r.status, 202, "{}", r.body);
+}
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let token_file = std::env::temp_dir().join(format!("dsm-token-case-{}", std::process::id()));
+    std::fs::write(&token_file, "s3cret\n").expect("token");
+    let http = format!("bearer_token_file = \"{}\"\n", token_file.display());
+    let s = start("bearer-case", &http, FILES);
+    let body = fixture("device-process-events/process-created.input.json");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} s3cret");
+        let r = post(&s, "/v1/ingest", &[("authorization", &auth)], &body);
+        assert_eq!(r.status, 202, "{scheme}: {}", r.body);
+    }
+    let r = post(
+        &s,
+        "/v1/ingest",
+        &[("authorization", "Basic s3cret")],
+        &body,
+    );
+    assert_eq!(r.status, 401);
+    let _ = std::fs::remove_file(token_file);
+}

@@ -16,9 +16,9 @@ use super::translate::load_geo;
 use crate::config::{secret, LogFormat, OutputKind, ServiceConfig};
 use crate::inputs::api::{ApiClient, Budget};
 use crate::inputs::auth::TokenProvider;
-use crate::inputs::http::{router, HttpState};
+use crate::inputs::http::{ops_router, router, BodyLimits, HttpState};
 use crate::inputs::poller::{FeedKind, Poller, TenantSettings};
-use crate::inputs::tls::TlsListener;
+use crate::inputs::server::{ConnectionLimits, OPS_CONNECTIONS};
 use crate::mapping::{MapOptions, MappingSet};
 use crate::output::elastic_setup::ElasticSetup;
 use crate::pipeline::{bulk_auth, start_outputs, Pipeline};
@@ -145,19 +145,35 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     let mut pipeline = Pipeline::new(translator, outputs);
     pipeline.max_output_bytes = cfg.max_payload_output_bytes;
     let pipeline = Arc::new(pipeline);
-    let state = Arc::new(HttpState {
-        pipeline: pipeline.clone(),
+    let state = Arc::new(HttpState::new(
+        pipeline.clone(),
         token,
-        max_body_bytes: cfg.http.max_body_bytes,
-    });
+        BodyLimits {
+            max_bytes: cfg.http.max_body_bytes,
+            timeout: Duration::from_secs(cfg.http.body_timeout_seconds),
+            max_inflight_bytes: cfg.http.max_inflight_body_bytes,
+        },
+    ));
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
-        .with_context(|| format!("http.listen {}", cfg.http.listen))?;
+        .with_context(|| {
+            format!(
+                "{}: http.listen `{}`",
+                config_name(&config_path),
+                cfg.http.listen
+            )
+        })?;
+    warn_about_exposure(&cfg, &listener, tls.is_some());
+    let limits = ConnectionLimits {
+        max_connections: connection_cap(cfg.http.max_connections),
+        header_timeout: Duration::from_secs(cfg.http.header_timeout_seconds),
+    };
     tracing::info!(
         listen = %cfg.http.listen,
-        config = %config_path.as_deref().map_or("(embedded defaults)".into(), |p| p.display().to_string()),
+        config = %config_name(&config_path),
         outputs = cfg.outputs.len(),
         mappings = %pipeline.translator().mappings.version(),
+        max_connections = limits.max_connections,
         "defender-dsm serving"
     );
     let reloader = tokio::spawn(reload_loop(pipeline.clone(), cfg.clone()));
@@ -165,19 +181,17 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     let mut pollers = start_pollers(&cfg, &pipeline, &stop)?;
     pollers.extend(super::streams::start_kafka(&cfg, &pipeline, &stop)?);
     pollers.extend(super::streams::start_eventhubs(&cfg, &pipeline, &stop)?);
-    match tls {
-        Some(acceptor) => {
-            let listener = TlsListener::new(listener, acceptor).context("http TLS listener")?;
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("https server")?;
-        }
-        None => axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("http server")?,
-    }
+    crate::inputs::server::serve(
+        listener,
+        tls,
+        router(state.clone()),
+        ops_router(state.clone()),
+        limits,
+        shutdown_signal(),
+        Duration::from_secs(cfg.shutdown_grace_seconds),
+    )
+    .await;
+    drop(state);
     reloader.abort();
     let _ = reloader.await;
     // Pollers finish the page they are on (its cursor saved), consumers the message they are on
@@ -210,6 +224,55 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
             tracing::warn!("grace period over; what was not sent stays in the spools");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn config_name(path: &Option<PathBuf>) -> String {
+    path.as_deref()
+        .map_or("(embedded defaults)".into(), |p| p.display().to_string())
+}
+
+/// Ingest in plain HTTP on an address other hosts reach, and `/metrics` answering anyone there,
+/// are allowed but said at start.
+fn warn_about_exposure(cfg: &ServiceConfig, listener: &tokio::net::TcpListener, tls: bool) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !tls {
+        tracing::warn!(listen = %addr, "ingest is plain HTTP on an address other hosts reach: set http.tls_cert and http.tls_key, or listen on loopback behind a TLS proxy");
+    }
+    if cfg.http.bearer_token_env.is_none() && cfg.http.bearer_token_file.is_none() {
+        tracing::warn!(listen = %addr, "POST /v1/ingest takes events from anyone who reaches it: set http.bearer_token_env or http.bearer_token_file");
+    }
+    tracing::warn!(listen = %addr, "/metrics and /readyz answer without a token on an address other hosts reach (output names, spool sizes, reasons)");
+}
+
+/// `max_connections`, lowered (with a warning) so that the connections, the few past the cap
+/// and the service's own files stay within the process's limit of open files.
+fn connection_cap(max_connections: usize) -> usize {
+    const OWN_FILES: usize = 256;
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok())
+        });
+    match soft_limit {
+        Some(limit) if max_connections + OPS_CONNECTIONS + OWN_FILES > limit => {
+            let cap = limit.saturating_sub(OPS_CONNECTIONS + OWN_FILES).max(1);
+            tracing::warn!(
+                max_connections,
+                open_files_limit = limit,
+                cap,
+                "http.max_connections lowered to fit the process's limit of open files (ulimit -n)"
+            );
+            cap
+        }
+        _ => max_connections,
     }
 }
 

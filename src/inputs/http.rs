@@ -1,26 +1,32 @@
 //! The HTTP ingest endpoint and the operations endpoints (axum).
 //!
-//! - `POST /v1/ingest[?source=KIND]`: a body in any shape `translate` reads, optionally
-//!   `Content-Encoding: gzip`. `202 {"accepted": N}` once every output has the events sent or
-//!   spooled; `400` with the reason and position for a body that does not decode (nothing of it
-//!   is taken); `401` without the configured bearer token; `413` over the size limit (after
-//!   decompression); `415` for another content encoding; `503` with `Retry-After` while a spool
-//!   is full.
+//! - `POST /v1/ingest[?source=KIND]`: a body in any shape `translate` reads (a UTF-8 byte order
+//!   mark is skipped), optionally `Content-Encoding: gzip`. `202 {"accepted": N}` once every
+//!   output has the events sent or spooled; `400` with the reason and position for a body that
+//!   does not decode (nothing of it is taken), is empty, is a bare scalar, or was cut off; `401`
+//!   without the configured bearer token (scheme case-insensitive); `408` when the body does not
+//!   arrive in time; `413` over the size limit (after decompression) or the output limit, naming
+//!   the key; `415` for another content encoding; `503` with `Retry-After` while an output
+//!   cannot take events (spool full or unwritable) or the bodies in flight fill their budget.
+//!   Each refusal is logged (WARN, once per status per 10 s, with the count since).
 //! - `GET /healthz`: the process answers. `GET /readyz`: every output delivers (see [`readyz`]
 //!   for what makes it fail, and `?spooling=ready`). `GET /metrics`: Prometheus text.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::event::SourceKind;
 use crate::pipeline::{IngestError, Pipeline};
@@ -29,9 +35,54 @@ pub struct HttpState {
     pub pipeline: Arc<Pipeline>,
     /// The bearer token `POST /v1/ingest` requires, if any.
     pub token: Option<String>,
-    pub max_body_bytes: usize,
+    pub limits: BodyLimits,
+    /// Bytes of bodies held now, over all requests, in KiB permits.
+    inflight: Arc<Semaphore>,
+    /// Refusals logged, by status code: at most one line per code per 10 s.
+    refusals: Mutex<HashMap<u16, (Instant, u64)>>,
 }
 
+/// What one request body may be.
+#[derive(Debug, Clone)]
+pub struct BodyLimits {
+    /// Bytes, after gzip decompression (`http.max_body_bytes`).
+    pub max_bytes: usize,
+    /// The whole body must arrive within this (`http.body_timeout_seconds`).
+    pub timeout: Duration,
+    /// Over all requests (`http.max_inflight_body_bytes`).
+    pub max_inflight_bytes: usize,
+}
+
+impl HttpState {
+    pub fn new(pipeline: Arc<Pipeline>, token: Option<String>, limits: BodyLimits) -> HttpState {
+        let kib = (limits.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        HttpState {
+            pipeline,
+            token,
+            limits,
+            inflight: Arc::new(Semaphore::new(kib)),
+            refusals: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Logs a refused request (WARN), once per status code per 10 s with the count since.
+    fn log_refusal(&self, status: StatusCode, reason: &str) {
+        let Ok(mut seen) = self.refusals.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let entry = seen.entry(status.as_u16()).or_insert((now, 0));
+        if entry.1 > 0 && now - entry.0 < Duration::from_secs(10) {
+            entry.1 += 1;
+            return;
+        }
+        let unlogged = entry.1.saturating_sub(1);
+        *entry = (now, 1);
+        tracing::warn!(status = status.as_u16(), %reason, unlogged_since_last = unlogged, "ingest request refused");
+    }
+}
+
+/// Everything `POST /v1/ingest` and the operations endpoints.
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/v1/ingest", post(ingest))
@@ -39,6 +90,25 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The operations endpoints only, for connections past the connection cap: anything else is
+/// answered 503.
+pub fn ops_router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every connection slot is taken (http.max_connections); try again",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        })
         .with_state(state)
 }
 
@@ -52,13 +122,62 @@ fn json_error(status: StatusCode, reason: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Why a request was not taken.
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+    /// `Retry-After` seconds, for 503.
+    retry_after: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    fn busy(reason: impl Into<String>, retry_after: &'static str) -> Refusal {
+        Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: reason.into(),
+            retry_after: Some(retry_after),
+        }
+    }
+}
+
 async fn ingest(
     State(s): State<Arc<HttpState>>,
     Query(q): Query<IngestQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let response = take(&s, q, &headers, body).await;
+    let response = match take(&s, q, &headers, body).await {
+        Ok(records) => {
+            let body = serde_json::json!({ "accepted": records }).to_string();
+            (
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        Err(refusal) => {
+            s.log_refusal(refusal.status, &refusal.reason);
+            let mut r = json_error(refusal.status, &refusal.reason);
+            if refusal.status == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            if let Some(secs) = refusal.retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+            }
+            r
+        }
+    };
     s.pipeline.telemetry.add(
         "dsm_http_requests_total",
         &[("code", response.status().as_str())],
@@ -67,37 +186,41 @@ async fn ingest(
     response
 }
 
-async fn take(s: &HttpState, q: IngestQuery, headers: &HeaderMap, body: Body) -> Response {
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+async fn take(
+    s: &HttpState,
+    q: IngestQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<u64, Refusal> {
     if let Some(token) = &s.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token is required");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+        if !bearer(headers).is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required",
+            ));
         }
     }
     let forced = match q.source.as_deref() {
         None | Some("auto") => None,
         Some(k) => match k.parse::<SourceKind>() {
             Ok(k) => Some(k),
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("source: {e}")),
+            Err(e) => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("source: {e}"),
+                ))
+            }
         },
-    };
-    let limit = s.max_body_bytes;
-    let too_large = || {
-        json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the body is larger than {limit} bytes"),
-        )
-    };
-    let raw: Bytes = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
-        Ok(b) if b.len() <= limit => b,
-        Ok(_) => return too_large(),
-        Err(_) => return too_large(),
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -105,60 +228,153 @@ async fn take(s: &HttpState, q: IngestQuery, headers: &HeaderMap, body: Body) ->
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let bytes = match encoding.as_str() {
-        "identity" | "" => raw.to_vec(),
-        "gzip" | "x-gzip" => {
-            let mut out = Vec::new();
-            let read = flate2::read::MultiGzDecoder::new(&raw[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out);
-            match read {
-                Ok(_) if out.len() > limit => return too_large(),
-                Ok(_) => out,
-                Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("gzip body: {e}")),
+    if !matches!(encoding.as_str(), "identity" | "" | "gzip" | "x-gzip") {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content encoding `{encoding}` (gzip or none)"),
+        ));
+    }
+    let limit = s.limits.max_bytes;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes (http.max_body_bytes)"),
+        )
+    };
+    let mut held = Held::new(&s.inflight, s.limits.max_inflight_bytes);
+    let read = tokio::time::timeout(s.limits.timeout, read_body(body, limit, &mut held)).await;
+    let raw = match read {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s (http.body_timeout_seconds)",
+                    s.limits.timeout.as_secs()
+                ),
+            ))
+        }
+    };
+    let bytes = if encoding.starts_with("identity") || encoding.is_empty() {
+        raw
+    } else {
+        let mut out = Vec::new();
+        let read = flate2::read::MultiGzDecoder::new(&raw[..])
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out);
+        match read {
+            Ok(_) if out.len() > limit => return Err(too_large()),
+            Ok(_) => held.hold(out.len())?,
+            Err(e) => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("gzip body: {e}"),
+                ))
             }
         }
-        other => {
-            return json_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &format!("content encoding `{other}` (gzip or none)"),
-            )
-        }
+        drop(raw);
+        out
     };
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
             let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = 1 + upto.iter().filter(|&&b| b == b'\n').count();
-            return json_error(
+            return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                &format!("body:{line}: not UTF-8 (Defender payloads are UTF-8 JSON)"),
-            );
+                format!("body:{line}: not UTF-8 (Defender payloads are UTF-8 JSON)"),
+            ));
         }
     };
-    match s
+    // A byte order mark some Windows tools write is not part of the JSON.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    };
+    if text.trim().is_empty() {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "the body is empty"));
+    }
+    let taken = s
         .pipeline
         .ingest(Arc::new(text), "body", "http", forced)
-        .await
-    {
-        Ok(taken) => {
-            let body = serde_json::json!({ "accepted": taken.records }).to_string();
-            (
-                StatusCode::ACCEPTED,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
+        .await;
+    drop(held);
+    match taken {
+        Ok(taken) => Ok(taken.records),
+        Err(IngestError::Malformed(reason)) => Err(Refusal::new(StatusCode::BAD_REQUEST, reason)),
+        Err(IngestError::TooLarge(reason)) => {
+            Err(Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, reason))
+        }
+        Err(IngestError::Unavailable(reason)) => Err(Refusal::busy(reason, "5")),
+        Err(IngestError::Failed(reason)) => {
+            Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, reason))
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes, holding each chunk's bytes against the in-flight
+/// budget as it arrives.
+async fn read_body(body: Body, limit: usize, held: &mut Held<'_>) -> Result<Vec<u8>, Refusal> {
+    let mut stream = body.into_data_stream();
+    let mut raw = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body was cut off: {e}"),
             )
-                .into_response()
+        })?;
+        if raw.len() + chunk.len() > limit {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {limit} bytes (http.max_body_bytes)"),
+            ));
         }
-        Err(IngestError::Malformed(reason)) => json_error(StatusCode::BAD_REQUEST, &reason),
-        Err(IngestError::TooLarge(reason)) => json_error(StatusCode::PAYLOAD_TOO_LARGE, &reason),
-        Err(IngestError::Unavailable(reason)) => {
-            let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, &reason);
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            r
+        held.hold(raw.len() + chunk.len())?;
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(raw)
+}
+
+/// A request's share of the in-flight body budget, given back when dropped.
+struct Held<'a> {
+    budget: &'a Arc<Semaphore>,
+    max_bytes: usize,
+    permits: Option<OwnedSemaphorePermit>,
+}
+
+impl<'a> Held<'a> {
+    fn new(budget: &'a Arc<Semaphore>, max_bytes: usize) -> Held<'a> {
+        Held {
+            budget,
+            max_bytes,
+            permits: None,
         }
-        Err(IngestError::Failed(reason)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &reason),
+    }
+
+    /// Holds `bytes` more (rounded up to KiB); 503 when the budget does not have them now.
+    fn hold(&mut self, bytes: usize) -> Result<(), Refusal> {
+        let want = bytes.div_ceil(1024) as u32;
+        let have = self.permits.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if want <= have {
+            return Ok(());
+        }
+        match self.budget.clone().try_acquire_many_owned(want - have) {
+            Ok(p) => {
+                match self.permits.as_mut() {
+                    Some(held) => held.merge(p),
+                    None => self.permits = Some(p),
+                }
+                Ok(())
+            }
+            Err(_) => Err(Refusal::busy(
+                format!(
+                    "the service holds {} bytes of request bodies already (http.max_inflight_body_bytes)",
+                    self.max_bytes
+                ),
+                "1",
+            )),
+        }
     }
 }
 

@@ -10,5 +10,6 @@ pub mod http;
 pub mod kafka;
 pub mod kafka_oauth;
 pub mod poller;
+pub mod server;
 pub mod stream;
 pub mod tls;
