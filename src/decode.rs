@@ -74,6 +74,7 @@ pub fn decode_text<'t>(
                     index,
                 },
                 payload,
+                received: None,
             })
         });
     }

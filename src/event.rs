@@ -104,4 +104,8 @@ pub struct RawRecord<'a> {
     pub source: Option<SourceKind>,
     pub position: Position,
     pub payload: Json<'a>,
+    /// When the service received it (set by the service's pipeline; the CLI leaves it out so
+    /// that its output depends on the input alone): the time of an event whose record carries
+    /// none.
+    pub received: Option<crate::mapping::time::Timestamp>,
 }

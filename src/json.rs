@@ -276,7 +276,10 @@ impl<'a> Json<'a> {
         matches!(self, Json::Object(_))
     }
 
-    /// Compact JSON text, members in source order.
+    /// Compact JSON text, members in source order. A member name an object repeats (a producer
+    /// that wrote a key twice, or two keys that snake-casing made one) is written once, with its
+    /// first value, the one [`Json::get`] and the mappings read: Elasticsearch refuses a
+    /// document with a repeated name.
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
             Json::Null => out.extend_from_slice(b"null"),
@@ -299,8 +302,18 @@ impl<'a> Json<'a> {
             }
             Json::Object(o) => {
                 out.push(b'{');
+                // Small objects are checked by a scan of the names before; large ones by a set.
+                let mut seen =
+                    (o.len() > 16).then(|| std::collections::HashSet::with_capacity(o.len()));
                 for (i, (k, v)) in o.iter().enumerate() {
-                    if i > 0 {
+                    let repeated = match seen.as_mut() {
+                        Some(set) => !set.insert(k.as_ref()),
+                        None => o[..i].iter().any(|(earlier, _)| earlier == k),
+                    };
+                    if repeated {
+                        continue;
+                    }
+                    if out.last() != Some(&b'{') {
                         out.push(b',');
                     }
                     crate::format::ecs::write_str(k, out);
@@ -497,5 +510,25 @@ mod tests {
         );
         assert!(whole.sub(0..2).is_clean() && whole.lowercased().is_clean());
         assert!(!Text::checked("a\"b").is_clean() && Text::checked("ab").is_clean());
+    }
+
+    #[test]
+    fn a_repeated_member_name_is_written_once_with_its_first_value() {
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{}":{i}"#, i % 20)).collect();
+        let text = format!(
+            r#"{{"a":1,"b":{{"x":1,"x":2,"y":[{{"z":1,"z":2}}]}},"a":2,"big":{{{}}}}}"#,
+            many.join(",")
+        );
+        let mut out = Vec::new();
+        Json::parse(&text).unwrap().write(&mut out);
+        let written = String::from_utf8(out).unwrap();
+        let firsts: Vec<String> = (0..20).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        assert_eq!(
+            written,
+            format!(
+                r#"{{"a":1,"b":{{"x":1,"y":[{{"z":1}}]}},"big":{{{}}}}}"#,
+                firsts.join(",")
+            )
+        );
     }
 }

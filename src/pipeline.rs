@@ -18,6 +18,7 @@ use crate::config::{
     secret, FileFormat, FramingConfig, FullConfig, OutputConfig, OutputKind, ServiceConfig,
 };
 use crate::event::SourceKind;
+use crate::mapping::time::Timestamp;
 use crate::mapping::MappedEvent;
 use crate::output::bulk::{BulkAuth, BulkOutput, BulkTarget};
 use crate::output::file::FileTarget;
@@ -270,7 +271,12 @@ impl Pipeline {
         // Bytes handed over or waiting in `batches`; past the limit no record is encoded.
         let mut output_bytes = 0usize;
         let mut over = false;
-        let decoded = t.each_event(text, origin, forced, &mut taken.counts, |rec, ev| {
+        let received = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| Timestamp::from_unix_nanos(d.as_nanos() as i64));
+        let counts = &mut taken.counts;
+        let decoded = t.each_event_received(text, origin, forced, received, counts, |rec, ev| {
             if over || output_bytes > self.max_output_bytes {
                 over = true;
                 return;

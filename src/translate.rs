@@ -8,6 +8,7 @@ use crate::decode::{decode_text, DecodeError};
 use crate::event::{RawRecord, SourceKind};
 use crate::format::{render_ecs, render_leef, RenderOptions};
 use crate::mapping::scratch::Scratch;
+use crate::mapping::time::Timestamp;
 use crate::mapping::{MapOptions, MappedEvent, MappingSet, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,10 +150,25 @@ impl Translator {
         origin: &Arc<str>,
         forced: Option<SourceKind>,
         counts: &mut Counts,
+        f: impl FnMut(&RawRecord, &MappedEvent),
+    ) -> Result<(), DecodeError> {
+        self.each_event_received(text, origin, forced, None, counts, f)
+    }
+
+    /// [`Translator::each_event`] for a payload received at `received`: the time of the events
+    /// whose records carry none.
+    pub fn each_event_received(
+        &self,
+        text: &str,
+        origin: &Arc<str>,
+        forced: Option<SourceKind>,
+        received: Option<Timestamp>,
+        counts: &mut Counts,
         mut f: impl FnMut(&RawRecord, &MappedEvent),
     ) -> Result<(), DecodeError> {
         let mut cache = Scratch::default();
-        decode_text(text, origin, forced, |rec| {
+        decode_text(text, origin, forced, |mut rec| {
+            rec.received = received;
             let ev = self.map_counted(&rec, &mut cache, counts);
             f(&rec, &ev);
         })

@@ -702,3 +702,42 @@ fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(r.status, 401);
     let _ = std::fs::remove_file(token_file);
 }
+
+#[test]
+fn a_record_without_a_time_of_its_own_is_dated_when_it_was_received() {
+    let mut s = start("received-time", "", FILES);
+    let before = std::time::SystemTime::now();
+    let r = post(
+        &s,
+        "/v1/ingest",
+        &[],
+        br#"{"Something":"with no time","id":"x-1"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let leef = s.file("out/events.leef");
+    assert!(!leef.contains("Jan  1 00:00:00"), "{leef}");
+    assert!(leef.contains("\ttimeSource=received\t"), "{leef}");
+    let ecs: serde_json::Value =
+        serde_json::from_str(s.file("out/events.ecs.ndjson").trim()).expect("one document");
+    assert_eq!(
+        ecs["tags"],
+        serde_json::json!(["dsm_time_received"]),
+        "{ecs}"
+    );
+    assert_eq!(ecs["@timestamp"], ecs["event"]["ingested"], "{ecs}");
+    let year = before
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 31_557_600
+        + 1970;
+    let stamp = ecs["@timestamp"].as_str().unwrap_or_default();
+    // (The year reckoned in 365.25-day years may be one off around New Year.)
+    assert!(
+        [year - 1, year, year + 1]
+            .iter()
+            .any(|y| stamp.starts_with(&y.to_string())),
+        "{stamp}"
+    );
+    assert_eq!(s.stop(), 0);
+}

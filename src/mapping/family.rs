@@ -576,11 +576,10 @@ impl Family {
                 let Some(val) = Val::from_json(v) else {
                     continue;
                 };
-                if carry.leef
-                    && !leef.iter().any(|(lk, _)| *lk == k)
-                    && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
-                {
-                    leef.push((k, val.clone()));
+                if carry.leef {
+                    if let Some(key) = carried_leef_key(k, &leef) {
+                        leef.push((key, val.clone()));
+                    }
                 }
                 if duplicate {
                     continue;
@@ -596,6 +595,17 @@ impl Family {
                         k.to_string()
                     } else {
                         snake.map_or_else(|| snake_case(k), str::to_string)
+                    };
+                    // Elasticsearch refuses an empty field name, and reads dots as objects
+                    // (`a.b` would collide with an object `a`): such columns are left out, and
+                    // dots become `_`.
+                    if name.trim().is_empty() {
+                        continue;
+                    }
+                    let name = if name.contains('.') {
+                        name.replace('.', "_")
+                    } else {
+                        name
                     };
                     dynamic[d].push((name, val));
                 }
@@ -635,6 +645,79 @@ impl Family {
 
 /// The LEEF key that carries the record id.
 pub const RECORD_ID_KEY: &str = "dsmId";
+
+/// LEEF attributes IBM predefines (LEEF 2.0), and those the engine writes itself, each with
+/// the name a carried column of that name is written under: as it is, the column would pass for
+/// the attribute (a column `cat` would set the category QRadar reads, `sev` the severity, a
+/// second `dsmId` the record id).
+const PREDEFINED_LEEF: &[(&str, &str)] = &[
+    ("cat", "col_cat"),
+    ("devTime", "col_devTime"),
+    ("devTimeFormat", "col_devTimeFormat"),
+    ("proto", "col_proto"),
+    ("sev", "col_sev"),
+    ("src", "col_src"),
+    ("dst", "col_dst"),
+    ("srcPort", "col_srcPort"),
+    ("dstPort", "col_dstPort"),
+    ("srcPreNAT", "col_srcPreNAT"),
+    ("dstPreNAT", "col_dstPreNAT"),
+    ("srcPostNAT", "col_srcPostNAT"),
+    ("dstPostNAT", "col_dstPostNAT"),
+    ("usrName", "col_usrName"),
+    ("srcMAC", "col_srcMAC"),
+    ("dstMAC", "col_dstMAC"),
+    ("srcPreNATPort", "col_srcPreNATPort"),
+    ("dstPreNATPort", "col_dstPreNATPort"),
+    ("srcPostNATPort", "col_srcPostNATPort"),
+    ("dstPostNATPort", "col_dstPostNATPort"),
+    ("identSrc", "col_identSrc"),
+    ("identHostName", "col_identHostName"),
+    ("identNetBios", "col_identNetBios"),
+    ("identGrpName", "col_identGrpName"),
+    ("identMAC", "col_identMAC"),
+    ("vSrc", "col_vSrc"),
+    ("vSrcName", "col_vSrcName"),
+    ("accountName", "col_accountName"),
+    ("srcBytes", "col_srcBytes"),
+    ("dstBytes", "col_dstBytes"),
+    ("srcPackets", "col_srcPackets"),
+    ("dstPackets", "col_dstPackets"),
+    ("totalPackets", "col_totalPackets"),
+    ("role", "col_role"),
+    ("realm", "col_realm"),
+    ("policy", "col_policy"),
+    ("resource", "col_resource"),
+    ("url", "col_url"),
+    ("groupID", "col_groupID"),
+    ("domain", "col_domain"),
+    ("isLoginEvent", "col_isLoginEvent"),
+    ("isLogoutEvent", "col_isLogoutEvent"),
+    ("identSecondlp", "col_identSecondlp"),
+    ("calLanguage", "col_calLanguage"),
+    ("AttributeLimits", "col_AttributeLimits"),
+    ("calCountryOrRegion", "col_calCountryOrRegion"),
+    ("dsmId", "col_dsmId"),
+    ("EventName", "col_EventName"),
+    ("truncated", "col_truncated"),
+];
+
+/// The LEEF key a carried column is written under, if any. A plain name (ASCII letters,
+/// digits, `_`; not empty) stays as it is, unless it is a predefined attribute
+/// ([`PREDEFINED_LEEF`]; LEEF keys are case-sensitive, so `AccountName` is not `accountName`),
+/// which becomes `col_<name>`. A name already in
+/// the event (a rule wrote that column already) or not plain is not written (the column is in
+/// the ECS document all the same).
+fn carried_leef_key<'k>(name: &'k str, leef: &[(&str, Val)]) -> Option<&'k str> {
+    if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        return None;
+    }
+    let key = PREDEFINED_LEEF
+        .iter()
+        .find(|(p, _)| *p == name)
+        .map_or(name, |(_, renamed)| *renamed);
+    (!leef.iter().any(|(k, _)| *k == key)).then_some(key)
+}
 
 /// A deterministic 128-bit id of a record: XXH3-128 of the `<record-id>` components (each
 /// value's text, then a 0xFF byte no UTF-8 text holds), or of the whole record's JSON. The same

@@ -122,7 +122,12 @@ struct GenericPlan {
     kind: usize,
     code: usize,
     original: usize,
+    ingested: usize,
+    tags: usize,
 }
+
+/// The ECS tag of an event dated when it was received (its record has no time of its own).
+pub const RECEIVED_TIME_TAG: &str = "dsm_time_received";
 
 impl GenericPlan {
     fn new() -> Self {
@@ -134,6 +139,8 @@ impl GenericPlan {
         let kind = slot("event.kind");
         let code = slot("event.code");
         let original = slot("event.original");
+        let ingested = slot("event.ingested");
+        let tags = slot("tags");
         plan.finish();
         GenericPlan {
             plan,
@@ -143,6 +150,8 @@ impl GenericPlan {
             kind,
             code,
             original,
+            ingested,
+            tags,
         }
     }
 }
@@ -359,7 +368,8 @@ impl MappingSet {
         };
         let category = source_category(rec);
         let event_id = generic_event_id(&outcome);
-        let time = family::any_time(&rec.payload);
+        let own_time = family::any_time(&rec.payload);
+        let time = own_time.or(rec.received);
         let original = rec.payload.to_string();
         let mut ecs = EcsValues::new(g.plan.slot_count());
         if let Some(t) = time {
@@ -371,7 +381,7 @@ impl MappingSet {
         ecs.set(g.code, Val::Str(category.clone().into()));
         ecs.set(g.original, Val::Str(Text::from(original.clone())));
         let record_id = family::record_id(&[], &rec.payload, &[], &mut Scratch::default());
-        let leef = vec![
+        let mut leef = vec![
             ("sev", Val::Int(5)),
             ("sourceCategory", Val::Str(category.clone().into())),
             ("reason", Val::Str(Text::from(reason))),
@@ -381,6 +391,16 @@ impl MappingSet {
             ),
             ("payload", Val::Str(Text::from(original))),
         ];
+        // A record without a time of its own is dated when it was received, and says so: data
+        // streams refuse documents without `@timestamp`.
+        if let (None, Some(t)) = (own_time, rec.received) {
+            ecs.set(g.ingested, Val::Time(t));
+            ecs.set(
+                g.tags,
+                Val::List(vec![Val::Str(Text::checked(RECEIVED_TIME_TAG))]),
+            );
+            leef.insert(1, ("timeSource", Val::Str(Text::checked("received"))));
+        }
         MappedEvent {
             outcome,
             record_id,
