@@ -169,7 +169,12 @@ fn fan_out<'t>(item: Json<'t>, kind: Option<SourceKind>, emit: &mut impl FnMut(J
             _ => capped
                 .get_or_insert_with(|| {
                     let mut c = members.clone();
-                    let whole_in = format!("the event of its first {}", &key[..key.len() - 1]);
+                    let item = if key == "alerts" {
+                        "alert"
+                    } else {
+                        "evidence item"
+                    };
+                    let whole_in = format!("the event of its first {item}");
                     c.iter_mut()
                         .for_each(|(_, v)| v.cap_strings(FAN_OUT_TEXT_CAP, &whole_in));
                     c

@@ -169,7 +169,14 @@ pub struct Pipeline {
     pub telemetry: Telemetry,
     /// Most bytes of events one payload may become, over all outputs.
     pub max_output_bytes: usize,
+    /// Payloads encoded at once. An encoding waits (on a blocking thread) while an output's
+    /// queue is full, and the outputs' own file work needs blocking threads too: without this
+    /// bound, enough waiting encodings would take every blocking thread and stop the outputs.
+    encoders: tokio::sync::Semaphore,
 }
+
+/// Payloads encoded at once, at most (see [`Pipeline`]'s `encoders`).
+const ENCODERS: usize = 8;
 
 impl Pipeline {
     pub fn new(translator: Translator, outputs: Vec<RoutedOutput>) -> Pipeline {
@@ -180,6 +187,7 @@ impl Pipeline {
             outputs,
             telemetry,
             max_output_bytes: 256 << 20,
+            encoders: tokio::sync::Semaphore::new(ENCODERS),
         }
     }
 
@@ -213,9 +221,15 @@ impl Pipeline {
         let me = self.clone();
         let origin: Arc<str> = Arc::from(origin);
         let bytes = text.len() as u64;
+        let permit = self
+            .encoders
+            .acquire()
+            .await
+            .map_err(|e| IngestError::Failed(format!("translation stopped: {e}")))?;
         let encoded = tokio::task::spawn_blocking(move || me.encode(&text, &origin, forced))
             .await
             .map_err(|e| IngestError::Failed(format!("translation stopped: {e}")))?;
+        drop(permit);
         let Encoded {
             pending,
             taken,

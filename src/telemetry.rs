@@ -70,7 +70,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "dsm_poller_errors_total",
         "counter",
-        "Failed polls, by tenant, feed and kind (auth, api, outputs, cursor).",
+        "Failed polls, by tenant, feed and kind (auth, api, outputs, cursor, too_large: a page cut at max_payload_output_bytes).",
     ),
     (
         "dsm_eventhub_records_total",

@@ -3,7 +3,9 @@
 //! - `POST /v1/ingest[?source=KIND]`: a body in any shape `translate` reads (a UTF-8 byte order
 //!   mark is skipped), optionally `Content-Encoding: gzip`. `202 {"accepted": N}` once every
 //!   output has the events sent or spooled; `400` with the reason and position for a body that
-//!   does not decode (nothing of it is taken), is empty, is a bare scalar, or was cut off; `401`
+//!   does not decode (nothing of it is taken, unless its events passed the pipeline's chunk
+//!   before the bad document: the answer then says how many were), is empty, is a bare scalar,
+//!   or was cut off; `401`
 //!   without the configured bearer token (scheme case-insensitive); `408` when the body does not
 //!   arrive in time; `413` over the size limit (after decompression) or the output limit, naming
 //!   the key; `415` for another content encoding; `503` with `Retry-After` while an output
@@ -235,13 +237,7 @@ async fn take(
         ));
     }
     let limit = s.limits.max_bytes;
-    let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {limit} bytes (http.max_body_bytes)"),
-        )
-    };
-    let mut held = Held::new(&s.inflight, s.limits.max_inflight_bytes);
+    let mut held = Held::new(s.inflight.clone(), s.limits.max_inflight_bytes);
     let read = tokio::time::timeout(s.limits.timeout, read_body(body, limit, &mut held)).await;
     let raw = match read {
         Ok(r) => r?,
@@ -255,26 +251,29 @@ async fn take(
             ))
         }
     };
-    let bytes = if encoding.starts_with("identity") || encoding.is_empty() {
-        raw
+    let (bytes, mut held) = if encoding.starts_with("identity") || encoding.is_empty() {
+        (raw, held)
     } else {
-        let mut out = Vec::new();
-        let read = flate2::read::MultiGzDecoder::new(&raw[..])
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out);
-        match read {
-            Ok(_) if out.len() > limit => return Err(too_large()),
-            Ok(_) => held.hold(out.len())?,
+        // Decompressed on a blocking thread, holding the budget as the output grows (the
+        // compressed body's share included until it is dropped): a small gzip bomb cannot
+        // take more than the budget allows.
+        let unzipped = tokio::task::spawn_blocking(move || {
+            let r = gunzip(&raw, limit, &mut held);
+            (r, held)
+        })
+        .await;
+        match unzipped {
+            Ok((Ok(out), held)) => (out, held),
+            Ok((Err(refusal), _)) => return Err(refusal),
             Err(e) => {
                 return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("gzip body: {e}"),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("decompressing stopped: {e}"),
                 ))
             }
         }
-        drop(raw);
-        out
     };
+    held.keep(bytes.len());
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -314,7 +313,7 @@ async fn take(
 
 /// Reads a body of at most `limit` bytes, holding each chunk's bytes against the in-flight
 /// budget as it arrives.
-async fn read_body(body: Body, limit: usize, held: &mut Held<'_>) -> Result<Vec<u8>, Refusal> {
+async fn read_body(body: Body, limit: usize, held: &mut Held) -> Result<Vec<u8>, Refusal> {
     let mut stream = body.into_data_stream();
     let mut raw = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -325,10 +324,7 @@ async fn read_body(body: Body, limit: usize, held: &mut Held<'_>) -> Result<Vec<
             )
         })?;
         if raw.len() + chunk.len() > limit {
-            return Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is larger than {limit} bytes (http.max_body_bytes)"),
-            ));
+            return Err(too_large(limit));
         }
         held.hold(raw.len() + chunk.len())?;
         raw.extend_from_slice(&chunk);
@@ -336,15 +332,43 @@ async fn read_body(body: Body, limit: usize, held: &mut Held<'_>) -> Result<Vec<
     Ok(raw)
 }
 
+fn too_large(limit: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than {limit} bytes (http.max_body_bytes)"),
+    )
+}
+
+/// Decompresses a gzip body of at most `limit` bytes once decompressed, in pieces, holding
+/// the compressed and decompressed bytes against the budget as they grow.
+fn gunzip(raw: &[u8], limit: usize, held: &mut Held) -> Result<Vec<u8>, Refusal> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw);
+    let mut out = Vec::new();
+    let mut piece = vec![0u8; 64 * 1024];
+    loop {
+        let n = decoder
+            .read(&mut piece)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("gzip body: {e}")))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > limit {
+            return Err(too_large(limit));
+        }
+        held.hold(raw.len() + out.len() + n)?;
+        out.extend_from_slice(&piece[..n]);
+    }
+}
+
 /// A request's share of the in-flight body budget, given back when dropped.
-struct Held<'a> {
-    budget: &'a Arc<Semaphore>,
+struct Held {
+    budget: Arc<Semaphore>,
     max_bytes: usize,
     permits: Option<OwnedSemaphorePermit>,
 }
 
-impl<'a> Held<'a> {
-    fn new(budget: &'a Arc<Semaphore>, max_bytes: usize) -> Held<'a> {
+impl Held {
+    fn new(budget: Arc<Semaphore>, max_bytes: usize) -> Held {
         Held {
             budget,
             max_bytes,
@@ -352,9 +376,10 @@ impl<'a> Held<'a> {
         }
     }
 
-    /// Holds `bytes` more (rounded up to KiB); 503 when the budget does not have them now.
+    /// Holds `bytes` in all (rounded up to KiB); 503 when the budget does not have the more
+    /// it needs now.
     fn hold(&mut self, bytes: usize) -> Result<(), Refusal> {
-        let want = bytes.div_ceil(1024) as u32;
+        let want = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         let have = self.permits.as_ref().map_or(0, |p| p.num_permits() as u32);
         if want <= have {
             return Ok(());
@@ -374,6 +399,17 @@ impl<'a> Held<'a> {
                 ),
                 "1",
             )),
+        }
+    }
+
+    /// Keeps holding only `bytes` (what is still in memory), giving the rest back.
+    fn keep(&mut self, bytes: usize) {
+        let keep = bytes.div_ceil(1024);
+        if let Some(p) = self.permits.as_mut() {
+            let have = p.num_permits();
+            if have > keep {
+                drop(p.split(have - keep));
+            }
         }
     }
 }

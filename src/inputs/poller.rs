@@ -172,6 +172,21 @@ impl Poller {
                     tracing::warn!(%reason, "outputs full; the page waits");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
+                // The same page would be cut at the same record again: what was taken stands,
+                // the rest is reported, and the feed moves on rather than stall on it.
+                Err(IngestError::TooLarge(reason)) => {
+                    self.pipeline.telemetry.add(
+                        "dsm_poller_errors_total",
+                        &[
+                            ("tenant", &self.tenant.name),
+                            ("feed", self.feed.as_str()),
+                            ("kind", "too_large"),
+                        ],
+                        1,
+                    );
+                    tracing::error!(tenant = %self.tenant.name, feed = self.feed.as_str(), %reason, "a page's events pass max_payload_output_bytes; the records after the cut are not sent");
+                    return Ok(0);
+                }
                 Err(e) => return Err(PollError::Ingest(e.to_string())),
             }
         }

@@ -69,7 +69,7 @@ impl Delivery {
         let mut close_failures = 0;
         loop {
             let closing = self.shared.closing.load(Ordering::Relaxed);
-            let waiting = self.shared.spool().deliverable();
+            let waiting = self.shared.figures().deliverable;
             self.health.catch_up();
             self.position.catch_up();
             if waiting == 0 {
@@ -90,17 +90,15 @@ impl Delivery {
                 close_failures += 1;
             }
         }
-        {
-            let s = self.shared.spool();
-            self.report.pending = s.pending();
-            self.report.dropped = s.dropped;
-        }
+        let figures = self.shared.figures();
+        self.report.pending = figures.pending;
+        self.report.dropped = figures.dropped;
         if self.report.pending == 0 {
             self.report.down = None;
         }
+        self.publish();
         self.report.dead_lettered += self.shared.intake_dead.load(Ordering::Relaxed);
         self.report.trimmed += self.shared.trimmed.load(Ordering::Relaxed);
-        self.publish();
         self.sink.close().await;
         self.report
     }
@@ -109,10 +107,16 @@ impl Delivery {
     /// it failed.
     async fn drain_once(&mut self) -> bool {
         let shared = self.shared.clone();
-        let peeked =
-            tokio::task::spawn_blocking(move || shared.spool().peek(DRAIN_EVENTS, DRAIN_BYTES))
-                .await;
+        let peeked = tokio::task::spawn_blocking(move || {
+            shared.with_spool(|s| s.peek(DRAIN_EVENTS, DRAIN_BYTES))
+        })
+        .await;
         let batch = match peeked {
+            Ok(Ok(b)) if b.is_empty() => {
+                return self.failed(
+                    "the spool has events to deliver but none to read at its position".into(),
+                )
+            }
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return self.failed(e.to_string()),
             Err(e) => return self.failed(format!("reading the spool stopped: {e}")),
@@ -126,7 +130,8 @@ impl Delivery {
         if done > 0 {
             let upto = batch[done - 1].0 + 1;
             let shared = self.shared.clone();
-            let acked = tokio::task::spawn_blocking(move || shared.spool().ack(upto)).await;
+            let acked =
+                tokio::task::spawn_blocking(move || shared.with_spool(|s| s.ack(upto))).await;
             // The spool moves on even when it cannot save the position: delivery goes on.
             match acked {
                 Ok(Ok(())) => {
@@ -158,7 +163,7 @@ impl Delivery {
         self.publish();
         if let Some(n) = self
             .since_recovery
-            .filter(|_| self.shared.spool().pending() == 0)
+            .filter(|_| self.shared.figures().pending == 0)
         {
             tracing::info!(output = %self.shared.name, delivered = n, "backlog delivered since the output came back");
             self.since_recovery = None;

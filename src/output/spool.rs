@@ -168,6 +168,9 @@ pub struct Spool {
     /// First sequence number not yet acknowledged.
     acked: u64,
     head: HeadFile,
+    /// A segment file was made since the directory was last synced: the next sync syncs the
+    /// directory too, so the new file's name survives a power loss.
+    new_file: bool,
     /// Delivered segments whose removal failed (an unwritable directory): tried again at each
     /// acknowledgement.
     doomed: Vec<PathBuf>,
@@ -213,7 +216,18 @@ impl Spool {
                 }
             }
             let end = first + offsets.len() as u64;
-            if end <= acked && i != last {
+            if offsets.is_empty() && i != last {
+                // Damaged from its first record: nothing in it can be read (counted above as
+                // damage). Kept aside for a look, out of the way of the segments that follow.
+                let mut aside = path.clone().into_os_string();
+                aside.push(".damaged");
+                std::fs::rename(&path, aside).map_err(io)?;
+                continue;
+            }
+            if end <= acked && (i != last || end < acked) {
+                // Delivered; or a last segment that damage cut short of the delivery position,
+                // which would put the next records out of step with their numbers: the next
+                // append starts a new segment at the position.
                 std::fs::remove_file(&path).map_err(io)?;
                 continue;
             }
@@ -238,6 +252,7 @@ impl Spool {
             durable: next,
             acked,
             head,
+            new_file: false,
             doomed: Vec::new(),
             dropped: 0,
         };
@@ -267,6 +282,13 @@ impl Spool {
         self.max_bytes.saturating_sub(self.bytes())
     }
 
+    /// Whether an event of `len` bytes may be appended at all (a segment, and the spool when
+    /// empty, must hold it).
+    pub fn takes(&self, len: usize) -> bool {
+        let stored = (HEADER + len) as u64;
+        stored <= self.segment_bytes && stored <= self.max_bytes && u32::try_from(len).is_ok()
+    }
+
     /// Bytes an event takes in the spool.
     pub fn stored_len(event: &[u8]) -> u64 {
         (HEADER + event.len()) as u64
@@ -286,7 +308,7 @@ impl Spool {
     /// error everything not yet durable is rolled back.
     pub fn append(&mut self, event: &[u8]) -> Result<u64, SpoolError> {
         let len = (HEADER + event.len()) as u64;
-        if len > self.segment_bytes || u32::try_from(event.len()).is_err() {
+        if !self.takes(event.len()) {
             return Err(SpoolError::TooLarge {
                 dir: self.dir.display().to_string(),
                 len: event.len(),
@@ -350,6 +372,7 @@ impl Spool {
         let Some(seg) = self.segments.last() else {
             return Err(std::io::Error::other("no segment to append to"));
         };
+        self.new_file |= !seg.path.exists();
         let f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -387,10 +410,15 @@ impl Spool {
         }
         let r = self
             .write_out()
-            .and_then(|()| self.tail.as_ref().map_or(Ok(()), File::sync_data));
+            .and_then(|()| self.tail.as_ref().map_or(Ok(()), File::sync_data))
+            .and_then(|()| match self.new_file {
+                true => File::open(&self.dir).and_then(|d| d.sync_all()),
+                false => Ok(()),
+            });
         match r {
             Ok(()) => {
                 self.durable = self.next;
+                self.new_file = false;
                 Ok(())
             }
             Err(e) => {
@@ -404,7 +432,7 @@ impl Spool {
     /// durable length of the tail segment, and segments started since. Cutting a file shorter
     /// needs no space, so this works on a full disk; should even that fail, the next append
     /// cuts the file first (`open_tail`), and a reopen cuts the bytes off as a torn tail.
-    fn roll_back(&mut self) {
+    pub fn roll_back(&mut self) {
         self.buffer.clear();
         self.tail = None;
         while let Some(seg) = self.segments.last() {
@@ -475,12 +503,9 @@ impl Spool {
         // The tail segment goes too once all of it is delivered (a small disk may hold just
         // the one): the next append starts a new one.
         let all_delivered = upto == self.next;
-        while self
-            .segments
-            .first()
-            .is_some_and(|s| s.end() <= upto && !s.offsets.is_empty())
-            && (self.segments.len() > 1 || all_delivered)
-        {
+        while self.segments.first().is_some_and(|s| {
+            s.end() <= upto && (self.segments.len() > 1 || (all_delivered && !s.offsets.is_empty()))
+        }) {
             let seg = self.segments.remove(0);
             self.doomed.push(seg.path);
         }
@@ -697,6 +722,52 @@ mod tests {
         std::fs::write(d.join("head"), &bytes).unwrap();
         let (s, r) = Spool::open(&d, 10 << 20, 64 * 1024).unwrap();
         assert_eq!((s.acked, r.pending), (10, 17));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn damage_at_a_segment_start_or_before_the_position_does_not_stop_the_spool() {
+        let d = dir("damage");
+        let (mut s, _) = Spool::open(&d, 10 << 20, 64 * 1024).unwrap();
+        for i in 0..6000 {
+            s.append(&event(i)).unwrap();
+        }
+        s.sync().unwrap();
+        assert!(s.segments.len() >= 3);
+        let middle = s.segments[1].path.clone();
+        let lost = s.segments[1].offsets.len() as u64;
+        drop(s);
+        // A middle segment damaged from its first record: set aside, the rest delivered, and
+        // acknowledging everything empties the spool.
+        let mut bytes = std::fs::read(&middle).unwrap();
+        bytes[5] ^= 0xff;
+        std::fs::write(&middle, bytes).unwrap();
+        let (mut s, r) = Spool::open(&d, 10 << 20, 64 * 1024).unwrap();
+        // (Pending counts sequence numbers: the lost ones are skipped when read.)
+        assert_eq!((r.pending, r.damaged), (6000, 1));
+        assert!(!middle.exists());
+        let all = s.peek(10_000, usize::MAX).unwrap();
+        assert_eq!(all.len() as u64, 6000 - lost);
+        let (first_of_last, last) = {
+            let l = s.segments.last().unwrap();
+            (l.first, l.path.clone())
+        };
+        s.ack(first_of_last + 5).unwrap();
+        assert_eq!(s.segments.len(), 1);
+        drop(s);
+        // The last segment cut short of the delivery position: new events are numbered from
+        // the position and read back.
+        let f = OpenOptions::new().write(true).open(&last).unwrap();
+        f.set_len(HEADER as u64 + 2).unwrap();
+        drop(f);
+        let (mut s, r) = Spool::open(&d, 10 << 20, 64 * 1024).unwrap();
+        assert_eq!(r.pending, 0);
+        assert_eq!(s.append(b"after").unwrap(), first_of_last + 5);
+        s.sync().unwrap();
+        let all = s.peek(10, usize::MAX).unwrap();
+        assert_eq!(all, vec![(first_of_last + 5, b"after".to_vec())]);
+        s.ack(first_of_last + 6).unwrap();
+        assert_eq!((s.pending(), s.segments.len()), (0, 0));
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -20,7 +20,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -260,10 +260,13 @@ impl OutputHandle {
             Some(s) => {
                 let (spool, recovery) = Spool::open(&s.dir, s.max_bytes, s.segment_bytes)
                     .map_err(|e| OutputError::Config(e.to_string()))?;
+                let figures = AtomicFigures::default();
+                figures.record(&spool);
                 let shared = Arc::new(Shared {
                     name: name.clone(),
                     stats: stats.clone(),
                     spool: Mutex::new(spool),
+                    figures,
                     wake: Notify::new(),
                     closing: AtomicBool::new(false),
                     intake_dead: AtomicU64::new(0),
@@ -341,11 +344,46 @@ impl OutputHandle {
     }
 }
 
+/// A spool's figures, kept in atomics for the async side.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SpoolFigures {
+    pub(super) pending: u64,
+    pub(super) deliverable: u64,
+    pub(super) bytes: u64,
+    pub(super) room: u64,
+    pub(super) dropped: u64,
+}
+
+#[derive(Default)]
+struct AtomicFigures([AtomicU64; 5]);
+
+impl AtomicFigures {
+    fn record(&self, s: &Spool) {
+        let values = [s.pending(), s.deliverable(), s.bytes(), s.room(), s.dropped];
+        for (a, v) in self.0.iter().zip(values) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn load(&self) -> SpoolFigures {
+        let [pending, deliverable, bytes, room, dropped] =
+            self.0.each_ref().map(|a| a.load(Ordering::Relaxed));
+        SpoolFigures {
+            pending,
+            deliverable,
+            bytes,
+            room,
+            dropped,
+        }
+    }
+}
+
 /// What the intake and the delivery task of a spooled output share.
 pub(super) struct Shared {
     pub(super) name: String,
     pub(super) stats: Arc<OutputStats>,
     spool: Mutex<Spool>,
+    figures: AtomicFigures,
     /// New durable events, or closing: wakes the delivery task.
     pub(super) wake: Notify,
     pub(super) closing: AtomicBool,
@@ -356,20 +394,33 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// The spool; never held across an await.
-    pub(super) fn spool(&self) -> MutexGuard<'_, Spool> {
-        match self.spool.lock() {
+    /// Runs `f` on the spool and records its figures. Spool work reads and writes files (an
+    /// fsync may take long on a slow disk), so it runs on blocking threads only, and async code
+    /// reads the figures ([`Shared::figures`]) instead of taking the lock.
+    pub(super) fn with_spool<T>(&self, f: impl FnOnce(&mut Spool) -> T) -> T {
+        let mut spool = match self.spool.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
-        }
+        };
+        let r = f(&mut spool);
+        self.figures.record(&spool);
+        r
+    }
+
+    /// The spool's figures as of its last use.
+    pub(super) fn figures(&self) -> SpoolFigures {
+        self.figures.load()
     }
 
     /// The spool's figures into the stats.
     pub(super) fn publish_spool(&self) {
-        let (pending, bytes, room, dropped) = {
-            let s = self.spool();
-            (s.pending(), s.bytes(), s.room(), s.dropped)
-        };
+        let SpoolFigures {
+            pending,
+            bytes,
+            room,
+            dropped,
+            ..
+        } = self.figures();
         let st = &self.stats;
         st.dropped.store(dropped, Ordering::Relaxed);
         st.pending.store(pending, Ordering::Relaxed);
@@ -415,15 +466,11 @@ impl Intake {
         })
     }
 
-    /// Spools the waiting batches under one sync and answers each.
+    /// Spools the waiting batches under one sync and answers each. The events a batch could
+    /// not encode are dead-lettered once its events are spooled (a batch refused now comes back,
+    /// and would otherwise leave its dead letters twice).
     async fn accept(&mut self, jobs: Vec<(Batch, Ack)>) {
         let (batches, acks): (Vec<Batch>, Vec<Ack>) = jobs.into_iter().unzip();
-        let mut results: Vec<Result<(), Refused>> = batches
-            .iter()
-            .map(|b| dead_letter_refused(b, &mut self.dead, &self.shared.intake_dead))
-            .collect();
-        let trimmed: u64 = batches.iter().map(|b| b.trimmed).sum();
-        self.shared.trimmed.fetch_add(trimmed, Ordering::Relaxed);
         if self.full == FullPolicy::Block {
             let need: u64 = batches
                 .iter()
@@ -435,14 +482,29 @@ impl Intake {
         let shared = self.shared.clone();
         let full = self.full;
         let spooled = tokio::task::spawn_blocking(move || {
+            let mut results = vec![Ok(()); batches.len()];
             spool_all(&shared, full, &batches, &mut results);
-            results
+            (batches, results)
         })
         .await;
-        let mut results = match spooled {
+        let (batches, mut results) = match spooled {
             Ok(r) => r,
-            Err(e) => vec![Err(Refused::Failed(format!("spooling stopped: {e}"))); acks.len()],
+            Err(e) => {
+                let why = Refused::Failed(format!("spooling stopped: {e}"));
+                for ack in acks {
+                    let _ = ack.send(Err(why.clone()));
+                }
+                return;
+            }
         };
+        for (batch, r) in batches.iter().zip(results.iter_mut()) {
+            if r.is_ok() {
+                *r = dead_letter_refused(batch, &mut self.dead, &self.shared.intake_dead);
+                self.shared
+                    .trimmed
+                    .fetch_add(batch.trimmed, Ordering::Relaxed);
+            }
+        }
         if let Err(e) = self.dead.sync() {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(Refused::Failed(e.to_string()));
@@ -478,10 +540,9 @@ impl Intake {
     async fn wait_for_room(&self, need: u64) {
         let deadline = Instant::now() + FULL_WAIT;
         loop {
-            let (room, deliverable) = {
-                let s = self.shared.spool();
-                (s.room(), s.deliverable())
-            };
+            let SpoolFigures {
+                room, deliverable, ..
+            } = self.shared.figures();
             if room >= need
                 || deliverable == 0
                 || self.shared.stats.down.load(Ordering::Relaxed)
@@ -528,7 +589,16 @@ fn spool_all(
     batches: &[Batch],
     results: &mut [Result<(), Refused>],
 ) {
-    let mut spool = shared.spool();
+    shared.with_spool(|spool| spool_into(spool, shared, full, batches, results));
+}
+
+fn spool_into(
+    spool: &mut Spool,
+    shared: &Shared,
+    full: FullPolicy,
+    batches: &[Batch],
+    results: &mut [Result<(), Refused>],
+) {
     let unwritable = |e: &SpoolError| {
         Refused::Unavailable(format!(
             "the spool of {} cannot be written ({e}); nothing of this batch was accepted",
@@ -541,10 +611,8 @@ fn spool_all(
             continue;
         }
         let outcome = match full {
-            FullPolicy::Block => {
-                append_if_room(&mut spool, &shared.name, &batch.events, &shared.stats)
-            }
-            FullPolicy::DropOldest => append_dropping_oldest(&mut spool, &batch.events),
+            FullPolicy::Block => append_if_room(spool, &shared.name, &batch.events, &shared.stats),
+            FullPolicy::DropOldest => append_dropping_oldest(spool, &batch.events),
         };
         match outcome {
             Ok(()) => {}
@@ -561,6 +629,9 @@ fn spool_all(
         }
     }
     if let Some(why) = failed {
+        // Whatever this group appended is forgotten (an append or sync that failed did so
+        // already; a failed drop-oldest did not).
+        spool.roll_back();
         for r in results.iter_mut().filter(|r| r.is_ok()) {
             *r = Err(why.clone());
         }
@@ -580,6 +651,12 @@ fn append_if_room(
     events: &[Vec<u8>],
     stats: &OutputStats,
 ) -> Result<(), Appended> {
+    if let Some(e) = events.iter().find(|e| !spool.takes(e.len())) {
+        return Err(Appended::Refused(Refused::Failed(format!(
+            "an event of {} bytes is larger than a spool segment of {name} may hold (spool_segment_bytes); nothing of this batch was accepted",
+            e.len()
+        ))));
+    }
     let need: u64 = events.iter().map(|e| Spool::stored_len(e)).sum();
     if spool.room() < need {
         let down = stats.down.load(Ordering::Relaxed);
@@ -607,6 +684,12 @@ fn append_if_room(
 /// many of the oldest events as are still to come (counted), this batch's own included (made
 /// durable first, as only durable events are dropped).
 fn append_dropping_oldest(spool: &mut Spool, events: &[Vec<u8>]) -> Result<(), Appended> {
+    if let Some(e) = events.iter().find(|e| !spool.takes(e.len())) {
+        return Err(Appended::Refused(Refused::Failed(format!(
+            "an event of {} bytes is larger than a spool segment may hold (spool_segment_bytes); nothing of this batch was accepted",
+            e.len()
+        ))));
+    }
     for (i, ev) in events.iter().enumerate() {
         loop {
             match spool.append(ev) {
