@@ -50,6 +50,27 @@ if stages < 2:
     problems.append("Dockerfile: expected a build stage and a runtime stage")
 if not any(l.strip().upper().startswith("USER ") for l in lines):
     problems.append("Dockerfile: the runtime stage should not run as root (no USER)")
+health = [l for l in lines if l.strip().upper().startswith("HEALTHCHECK")]
+if not health or "/healthz" not in health[0]:
+    problems.append("Dockerfile: HEALTHCHECK must ask the service's /healthz")
+
+# The build context is the repository root: target/ (a gigabyte) and .git stay out of it.
+ignore_path = os.path.join(root, ".dockerignore")
+ignored = set()
+if os.path.isfile(ignore_path):
+    with open(ignore_path, encoding="utf-8") as f:
+        ignored = {l.strip().rstrip("/") for l in f if l.strip() and not l.startswith("#")}
+for must in ("target", ".git"):
+    if must not in ignored:
+        problems.append(f".dockerignore: {must}/ is not excluded from the build context")
+
+# The compose stack's cluster side is set up by the service (templates, lifecycle).
+import tomllib
+with open(os.path.join(docker, "defender-dsm.toml"), "rb") as f:
+    service_config = tomllib.load(f)
+for out in service_config.get("outputs", []):
+    if out.get("type") == "bulk" and not out.get("setup"):
+        problems.append(f"defender-dsm.toml: bulk output {out.get('name')} without setup = true")
 
 for p in problems:
     print(p)
