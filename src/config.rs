@@ -384,8 +384,7 @@ impl ServiceConfig {
             file: file.to_string(),
             message,
         };
-        let cfg: ServiceConfig =
-            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let cfg: ServiceConfig = toml::from_str(text).map_err(|e| err(toml_error(text, &e)))?;
         cfg.check().map_err(err)?;
         Ok(cfg)
     }
@@ -578,15 +577,65 @@ pub fn secret(
     file: Option<&Path>,
     what: &str,
 ) -> Result<Option<String>, String> {
-    match (env, file) {
-        (Some(_), Some(_)) => Err(format!("{what}: give the _env or the _file key, not both")),
+    let value = match (env, file) {
+        (Some(_), Some(_)) => {
+            return Err(format!("{what}: give the _env or the _file key, not both"))
+        }
         (Some(var), None) => std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("{what}: environment variable {var} is not set")),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|s| Some(s.lines().next().unwrap_or_default().trim().to_string()))
-            .map_err(|e| format!("{what}: {}: {e}", path.display())),
-        (None, None) => Ok(None),
+            .map_err(|_| format!("{what}: environment variable {var} is not set"))?,
+        (None, Some(path)) => {
+            warn_if_world_readable(path, what);
+            std::fs::read_to_string(path)
+                .map(|s| s.lines().next().unwrap_or_default().trim().to_string())
+                .map_err(|e| format!("{what}: {}: {e}", path.display()))?
+        }
+        (None, None) => return Ok(None),
+    };
+    // An empty secret would start a service that refuses everything (or sends no credentials).
+    if value.trim().is_empty() {
+        let source = match (env, file) {
+            (Some(var), _) => format!("environment variable {var}"),
+            (_, Some(path)) => path.display().to_string(),
+            _ => String::new(),
+        };
+        return Err(format!("{what}: {source} is empty"));
+    }
+    Ok(Some(value))
+}
+
+/// A file with a secret (or a private key) that every user may read is used, and said.
+pub fn warn_if_world_readable(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.is_file() && m.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(file = %path.display(), key = what, "a secret file every user of this host may read: chmod o-r it");
+        }
+    }
+}
+
+/// A TOML error with its line and column, without the source line (which may hold a secret
+/// someone wrote where it does not belong).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = 1 + before.matches('\n').count();
+            let start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = 1 + before.len() - start;
+            // The key of that line (never its value).
+            let key = text[start..]
+                .lines()
+                .next()
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty());
+            match key {
+                Some(key) => format!("line {line}, column {column}, key `{key}`: {message}"),
+                None => format!("line {line}, column {column}: {message}"),
+            }
+        }
+        None => message.to_string(),
     }
 }
 

@@ -361,6 +361,58 @@ impl Pipeline {
     }
 }
 
+/// Checks each output's route against the mapping set: a family or category no mapping has
+/// would silently keep events out (or let none in), so it is an error naming the key. Actions
+/// (EventIDs) not in any event map are only warned about: a family may pass on ids its map
+/// does not list.
+pub fn check_routes(cfg: &ServiceConfig, set: &crate::mapping::MappingSet) -> Result<(), String> {
+    let families: Vec<&str> = set
+        .families()
+        .iter()
+        .map(|f| f.name.as_str())
+        .chain(["none"])
+        .collect();
+    let mut categories: Vec<&str> = set
+        .families()
+        .iter()
+        .map(|f| f.event_category.as_str())
+        .chain([crate::mapping::GENERIC_CATEGORY])
+        .collect();
+    categories.sort_unstable();
+    categories.dedup();
+    for (i, o) in cfg.outputs.iter().enumerate() {
+        let at = format!("outputs[{i}] ({})", o.name);
+        for (key, names, known) in [
+            ("include_families", &o.include_families, &families),
+            ("exclude_families", &o.exclude_families, &families),
+            ("include_categories", &o.include_categories, &categories),
+            ("exclude_categories", &o.exclude_categories, &categories),
+        ] {
+            if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+                return Err(format!(
+                    "{at}.{key}: `{bad}` is not one the mappings have (they have: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        for action in o.include_actions.iter().chain(&o.exclude_actions) {
+            let listed = set.families().iter().any(|f| {
+                f.event_map
+                    .lookup(action, "")
+                    .is_some_and(|d| d.id == *action)
+            }) || [
+                crate::mapping::generic_event_id(&crate::mapping::Outcome::Failed(String::new())),
+                "Unmapped",
+            ]
+            .contains(&action.as_str());
+            if !listed {
+                tracing::warn!(output = %o.name, %action, "a route names an action (EventID) no event map lists; it matches only events of that exact id");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Starts every configured output (on the current runtime), with its spool and dead letters
 /// under the data directory.
 pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputError> {
@@ -391,6 +443,7 @@ pub fn start_outputs(cfg: &ServiceConfig) -> Result<Vec<RoutedOutput>, OutputErr
                     client_key: o.tls_key.clone(),
                     server_name: o.tls_server_name.clone(),
                 };
+                t.check().map_err(|e| bad(e.to_string()))?;
                 (
                     Encoding::Leef {
                         max: t.max_message_size,

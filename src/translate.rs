@@ -49,13 +49,29 @@ impl Counts {
             ));
         }
         for (fam, n) in &self.by_family {
-            s.push_str(&format!("\n  {fam}: {n}"));
+            s.push_str(&format!("\n  {}: {n}", printable(fam)));
         }
         for r in &self.reasons {
-            s.push_str(&format!("\n  note: {r}"));
+            s.push_str(&format!("\n  note: {}", printable(r)));
         }
         s
     }
+}
+
+/// Text from an input (a record's category, a reason quoting it) made safe for a terminal or a
+/// log line: control characters (line breaks, ANSI escapes) are written as escapes.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+    )
 }
 
 pub struct Translator {

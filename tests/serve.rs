@@ -741,3 +741,108 @@ fn a_record_without_a_time_of_its_own_is_dated_when_it_was_received() {
     );
     assert_eq!(s.stop(), 0);
 }
+
+/// `serve --config` on `text`, which must stop the start: its stderr.
+fn refused_config(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("dsm-badcfg-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, text.replace("$DIR", &dir.display().to_string())).expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .output()
+        .expect("serve");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{name} must stop the start: {err}"
+    );
+    assert!(err.contains("bad.toml"), "{name}: the file is named: {err}");
+    let _ = std::fs::remove_dir_all(dir);
+    err
+}
+
+#[test]
+fn mistakes_and_secrets_in_the_config_stop_the_start_loudly_and_stay_unprinted() {
+    let port = free_port();
+    let http = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    // A misspelled family or category would keep events out (or let none in) unseen.
+    let err = refused_config(
+        "family",
+        &format!("{http}[[outputs]]\nname = \"f\"\ntype = \"file\"\npath = \"$DIR/o\"\ninclude_families = [\"device-proces-events\"]\n"),
+    );
+    assert!(
+        err.contains("outputs[0] (f).include_families: `device-proces-events`"),
+        "{err}"
+    );
+    let err = refused_config(
+        "category",
+        &format!("{http}[[outputs]]\nname = \"f\"\ntype = \"file\"\npath = \"$DIR/o\"\nexclude_categories = [\"DeviceProcessEvent\"]\n"),
+    );
+    assert!(
+        err.contains("exclude_categories: `DeviceProcessEvent`"),
+        "{err}"
+    );
+    // TLS material is read at start.
+    let err = refused_config(
+        "tls-ca",
+        &format!("{http}[[outputs]]\nname = \"q\"\ntype = \"syslog\"\nurl = \"tls://127.0.0.1:6514\"\ntls_ca = \"$DIR/missing-ca.pem\"\n"),
+    );
+    assert!(
+        err.contains("outputs (q)") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+    // A secret written where it does not belong is not echoed back.
+    let err = refused_config("secret", &format!("{http}password = \"hunter2-s3cret\"\n"));
+    assert!(
+        err.contains("line 3, column 1") && err.contains("password"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    // An empty token would start a service that refuses everything.
+    let err = refused_config(
+        "empty-token",
+        &format!("{http}bearer_token_file = \"/dev/null\"\n"),
+    );
+    assert!(
+        err.contains("http.bearer_token: /dev/null is empty"),
+        "{err}"
+    );
+    // A bad listen address names the key.
+    let err = refused_config("listen", "[http]\nlisten = \"127.0.0.1:99999\"\n");
+    assert!(err.contains("http.listen"), "{err}");
+}
+
+#[test]
+fn a_world_readable_token_file_is_used_and_warned_about() {
+    let token_file = std::env::temp_dir().join(format!("dsm-token-open-{}", std::process::id()));
+    std::fs::write(&token_file, "t0ken\n").expect("token");
+    let ok = Command::new("chmod")
+        .arg("0644")
+        .arg(&token_file)
+        .status()
+        .expect("chmod");
+    assert!(ok.success());
+    let http = format!("bearer_token_file = \"{}\"\n", token_file.display());
+    let mut s = start("open-token", &http, FILES);
+    let r = post(
+        &s,
+        "/v1/ingest",
+        &[("authorization", "Bearer t0ken")],
+        &fixture("device-process-events/process-created.input.json"),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(s.stop(), 0);
+    assert!(
+        s.log()
+            .contains("a secret file every user of this host may read"),
+        "{}",
+        s.log()
+    );
+    assert!(!s.log().contains("t0ken"), "{}", s.log());
+    let _ = std::fs::remove_file(token_file);
+}

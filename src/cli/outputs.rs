@@ -10,6 +10,7 @@ use crate::event::RawRecord;
 use crate::format::RenderOptions;
 use crate::mapping::MappedEvent;
 use crate::output::bulk::{BulkAuth, BulkOutput, BulkTarget};
+use crate::output::redact_userinfo;
 use crate::output::syslog::{Framing, SyslogTarget, TlsSettings};
 use crate::output::worker::{
     Batch, Encoding, Endpoint, FullPolicy, OutputHandle, OutputReport, Pending, SpoolSettings,
@@ -227,7 +228,7 @@ impl Outputs {
             let enc = Encoding::Leef {
                 max: t.max_message_size,
             };
-            endpoints.push((url.clone(), enc, Endpoint::Syslog(t)));
+            endpoints.push((redact_userinfo(url).into_owned(), enc, Endpoint::Syslog(t)));
         }
         for url in &args.bulk {
             let t = args.bulk_target(url)?;
@@ -235,7 +236,11 @@ impl Outputs {
                 namespace: t.namespace.clone(),
             };
             let out = BulkOutput::new(t)?;
-            endpoints.push((url.clone(), enc, Endpoint::Bulk(Box::new(out))));
+            endpoints.push((
+                redact_userinfo(url).into_owned(),
+                enc,
+                Endpoint::Bulk(Box::new(out)),
+            ));
         }
         let mut handles = Vec::new();
         let _guard = runtime.enter();

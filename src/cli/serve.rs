@@ -132,16 +132,20 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
         cfg.http.bearer_token_file.as_deref(),
         "http.bearer_token",
     )
-    .map_err(anyhow::Error::msg)?;
+    .map_err(|e| anyhow::anyhow!("{}: {e}", config_name(&config_path)))?;
     let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(crate::inputs::tls::acceptor(cert, key).map_err(anyhow::Error::msg)?)
-        }
+        (Some(cert), Some(key)) => Some(
+            crate::inputs::tls::acceptor(cert, key)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config_name(&config_path)))?,
+        ),
         _ => None,
     };
-    let translator = load_translator(&cfg)?;
+    let translator = load_translator(&cfg).with_context(|| config_name(&config_path))?;
+    crate::pipeline::check_routes(&cfg, &translator.mappings)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_name(&config_path)))?;
     prepare_clusters(&cfg, &translator.mappings).await;
-    let outputs = start_outputs(&cfg)?;
+    let outputs =
+        start_outputs(&cfg).map_err(|e| anyhow::anyhow!("{}: {e}", config_name(&config_path)))?;
     let mut pipeline = Pipeline::new(translator, outputs);
     pipeline.max_output_bytes = cfg.max_payload_output_bytes;
     let pipeline = Arc::new(pipeline);
@@ -178,7 +182,8 @@ async fn serve(cfg: ServiceConfig, config_path: Option<PathBuf>) -> Result<ExitC
     );
     let reloader = tokio::spawn(reload_loop(pipeline.clone(), cfg.clone()));
     let (stop_pollers, stop) = tokio::sync::watch::channel(false);
-    let mut pollers = start_pollers(&cfg, &pipeline, &stop)?;
+    let mut pollers =
+        start_pollers(&cfg, &pipeline, &stop).with_context(|| config_name(&config_path))?;
     pollers.extend(super::streams::start_kafka(&cfg, &pipeline, &stop)?);
     pollers.extend(super::streams::start_eventhubs(&cfg, &pipeline, &stop)?);
     crate::inputs::server::serve(

@@ -272,12 +272,12 @@ pub(super) fn each_input(
         match read_input(&file, &origin) {
             Ok(text) => {
                 if let Err(reason) = f(&origin, &text)? {
-                    eprintln!("{reason}");
+                    eprintln!("{}", crate::translate::printable(&reason));
                     failed = true;
                 }
             }
             Err(e) => {
-                eprintln!("{e:#}");
+                eprintln!("{}", crate::translate::printable(&format!("{e:#}")));
                 failed = true;
             }
         }

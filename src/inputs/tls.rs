@@ -22,6 +22,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
             cert.display()
         ));
     }
+    crate::config::warn_if_world_readable(key, "http.tls_key");
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("http.tls_key {}: {e}", key.display()))?;
     let config = ServerConfig::builder()

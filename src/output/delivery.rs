@@ -241,7 +241,7 @@ impl Transitions {
             return false;
         }
         self.down_since = Some(Instant::now());
-        self.why = format!("{why}; {meanwhile}");
+        self.why = format!("{}; {meanwhile}", super::redact_userinfo(why));
         self.changed();
         true
     }

@@ -50,6 +50,33 @@ pub(crate) fn install_crypto_provider() {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `text` with the user and password of every URL in it (`http://user:pass@host`) replaced by
+/// `***`: output names, errors and reports are logged, and credentials must not be.
+pub fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first `/`, `?`, `#` or whitespace; userinfo before an `@`.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace() || c == ')')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo) => {
+                out.push_str("***");
+                rest = &tail[userinfo..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// A name for an output that is safe as a file or directory name (`tcp_127.0.0.1_514`).
 pub fn dir_name(name: &str) -> String {
     name.replace("://", "_")
@@ -67,6 +94,16 @@ pub fn dir_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_userinfo("http://elastic:s3cret@es.example:9200/_bulk failed (https://u@h)"),
+            "http://***@es.example:9200/_bulk failed (https://***@h)"
+        );
+        assert_eq!(redact_userinfo("tcp://q:514 a@b"), "tcp://q:514 a@b");
+        assert_eq!(redact_userinfo("no url"), "no url");
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_stays_bounded() {

@@ -103,6 +103,17 @@ impl SyslogTarget {
     }
 }
 
+impl SyslogTarget {
+    /// Reads the TLS material now (for `tls://`), so that a missing or bad CA, certificate or
+    /// key stops the start instead of failing every connection later.
+    pub fn check(&self) -> Result<(), OutputError> {
+        match self.transport {
+            Transport::Tls => tls_connector(self).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 

@@ -96,7 +96,12 @@ pub struct OutputReport {
 }
 
 impl OutputReport {
+    /// One line for the run's summary, credentials in URLs redacted.
     pub fn line(&self) -> String {
+        super::redact_userinfo(&self.unredacted_line()).into_owned()
+    }
+
+    fn unredacted_line(&self) -> String {
         let mut s = format!(
             "{}: {} events delivered, {} reconnects",
             self.name, self.delivered, self.reconnects
@@ -163,7 +168,7 @@ impl OutputStats {
             Err(poisoned) => poisoned.into_inner(),
         };
         p.clear();
-        p.push_str(why);
+        p.push_str(&super::redact_userinfo(why));
     }
 }
 
