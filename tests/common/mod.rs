@@ -194,6 +194,7 @@ impl ServeProcess {
         self.child = Some(
             cmd.args(["serve", "--config"])
                 .arg(self.dir.join("config.toml"))
+                .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .expect("serve"),
