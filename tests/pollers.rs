@@ -361,3 +361,40 @@ fn between_full_syncs_the_vulnerability_changes_come_once() {
         "{requests:?}"
     );
 }
+
+#[test]
+fn a_saved_next_link_that_graph_refuses_restarts_the_sweep_from_the_cursor() {
+    let api = MsApi::start(
+        seed(120, 0, 0, 0),
+        Faults::default(),
+        "s3cret",
+        Duration::from_secs(60),
+    );
+    // Slow pages, so that the stop comes while the alerts are being paged and a next link is
+    // saved with the cursor.
+    *api.shared.delay_ms.lock().expect("delay") = 60;
+    let mut svc = Service::new("expired-link", &api, r#""graph-alerts""#);
+    svc.start();
+    svc.wait_for(|c| c.get("GraphAlert").copied().unwrap_or(0) >= 25, 60);
+    svc.stop();
+    let (at_stop, _) = svc.by_category();
+    assert!(
+        at_stop.get("GraphAlert").copied().unwrap_or(0) < 120,
+        "{at_stop:?}"
+    );
+    // The skip tokens issued so far expire.
+    *api.shared.link_generation.lock().expect("generation") += 1;
+    *api.shared.delay_ms.lock().expect("delay") = 0;
+    svc.start();
+    svc.wait_for(|c| c.get("GraphAlert").copied().unwrap_or(0) >= 120, 60);
+    std::thread::sleep(Duration::from_secs(2));
+    svc.stop();
+    let (cats, distinct) = svc.by_category();
+    assert_eq!(cats.get("GraphAlert"), Some(&120), "{}", svc.log());
+    assert!(distinct, "every alert once");
+    assert!(
+        svc.log().contains("the saved next link was refused"),
+        "{}",
+        svc.log()
+    );
+}

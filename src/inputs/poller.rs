@@ -287,6 +287,8 @@ impl Poller {
         };
         let headers = [("prefer", "include-unknown-enum-members")];
         let mut first_page = cp.next_link.is_none();
+        // The first request of this sweep is a next link saved by an earlier one.
+        let mut resumed = cp.next_link.is_some();
         loop {
             let body = match self
                 .api
@@ -307,16 +309,20 @@ impl Poller {
                     url = feed.first_url(&query, &from);
                     continue;
                 }
-                // A saved next link the service no longer honours: sweep again from the cursor.
-                Err(ApiError::Rejected { .. }) if cp.next_link.is_some() && first_page => {
+                // A saved next link the service no longer honours (an expired skip token):
+                // sweep again from the cursor; what was delivered is recognised and skipped.
+                Err(ApiError::Rejected { reason, .. }) if resumed => {
+                    tracing::warn!(feed = self.feed.as_str(), %reason, "the saved next link was refused; sweeping again from the cursor");
                     cp.next_link = None;
                     url = feed.first_url(&query, &from);
                     first_page = true;
+                    resumed = false;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             first_page = false;
+            resumed = false;
             let page: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
                 PollError::Api(ApiError::Rejected {
                     url: url.clone(),

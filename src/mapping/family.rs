@@ -712,8 +712,13 @@ fn carried_leef_key<'k>(name: &'k str, leef: &[(&str, Val)]) -> Option<&'k str> 
     if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
         return None;
     }
+    // Defender's columns are PascalCase: the predefined names start in lower case but for two,
+    // so most columns are not looked up at all.
+    let may_be_predefined =
+        name.as_bytes()[0].is_ascii_lowercase() || name == "EventName" || name == "AttributeLimits";
     let key = PREDEFINED_LEEF
         .iter()
+        .filter(|_| may_be_predefined)
         .find(|(p, _)| *p == name)
         .map_or(name, |(_, renamed)| *renamed);
     (!leef.iter().any(|(k, _)| *k == key)).then_some(key)

@@ -59,6 +59,9 @@ pub struct Shared {
     pub token_requests: Mutex<usize>,
     /// Milliseconds each API page takes (a slow service, for a restart while paging).
     pub delay_ms: Mutex<u64>,
+    /// Graph next links carry the generation they were issued in; a link of an older one is
+    /// refused (400), as Graph refuses a `$skiptoken` that expired.
+    pub link_generation: Mutex<u64>,
 }
 
 pub struct MsApi {
@@ -78,6 +81,7 @@ impl MsApi {
             requests: Mutex::new(Vec::new()),
             token_requests: Mutex::new(0),
             delay_ms: Mutex::new(0),
+            link_generation: Mutex::new(0),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -293,7 +297,15 @@ fn page(
     items: &[Value],
     field: &str,
     max_top: usize,
+    generation: u64,
 ) -> Response {
+    if q.get("gen").is_some_and(|g| *g != generation.to_string()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the skip token has expired",
+        );
+    }
     let top: usize = match q.get("$top").map(|t| t.parse()) {
         Some(Ok(t)) if t <= max_top => t,
         Some(_) => {
@@ -324,11 +336,12 @@ fn page(
         {
             let mut p = next.query_pairs_mut();
             for (k, v) in q {
-                if k != "$skip" {
+                if k != "$skip" && k != "gen" {
                     p.append_pair(k, v);
                 }
             }
             p.append_pair("$skip", &(skip + top).to_string());
+            p.append_pair("gen", &generation.to_string());
         }
         body["@odata.nextLink"] = Value::String(next.to_string());
     }
@@ -354,6 +367,7 @@ async fn graph_alerts(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q)
         &items,
         "lastUpdateDateTime",
         2000,
+        *s.link_generation.lock().expect("generation"),
     )
 }
 
@@ -383,6 +397,7 @@ async fn incidents(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Q
         &items,
         "lastUpdateDateTime",
         50,
+        *s.link_generation.lock().expect("generation"),
     )
 }
 
@@ -413,6 +428,7 @@ async fn api_alerts(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): 
         &items,
         "lastUpdateTime",
         10_000,
+        *s.link_generation.lock().expect("generation"),
     )
 }
 
@@ -493,5 +509,6 @@ async fn changes(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Q) 
         &items,
         "eventTimestamp",
         200_000,
+        *s.link_generation.lock().expect("generation"),
     )
 }
