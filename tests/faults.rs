@@ -24,6 +24,26 @@ fn post(s: &ServeProcess, body: String) -> (Reply, Duration) {
     (r, t.elapsed())
 }
 
+/// Posts `batch` records at a time (numbered on from `accepted`, counted in it) until one is not
+/// taken, each answered within 3 s, and returns that answer; `why` if `most` are taken first.
+fn post_until_refused(
+    s: &ServeProcess,
+    accepted: &mut u64,
+    batch: u64,
+    most: u64,
+    why: &str,
+) -> Reply {
+    loop {
+        let (reply, took) = post(s, records(*accepted, batch));
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        if reply.status != 202 {
+            return reply;
+        }
+        *accepted += batch;
+        assert!(*accepted < most, "{why}");
+    }
+}
+
 fn get(s: &ServeProcess, path: &str) -> Reply {
     let url = format!("http://127.0.0.1:{}{path}", s.port);
     request("GET", &url, &[], Vec::new(), None).expect("get")
@@ -175,15 +195,7 @@ fn a_full_disk_refuses_with_503_delivers_what_it_holds_and_recovers_by_itself() 
     s.spawn();
     // The receiver is down: events go to the spool until the disk is full.
     let mut accepted = 0u64;
-    let refused = loop {
-        let (reply, took) = post(&s, records(accepted, 500));
-        assert!(took < Duration::from_secs(3), "{took:?}");
-        match reply.status {
-            202 => accepted += 500,
-            _ => break reply,
-        }
-        assert!(accepted < 100_000, "the disk never filled");
-    };
+    let refused = post_until_refused(&s, &mut accepted, 500, 100_000, "the disk never filled");
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.headers["retry-after"], "5");
     assert!(
@@ -252,15 +264,13 @@ fn a_spool_directory_turned_unwritable_refuses_delivers_what_it_holds_and_recove
     let spool = s.dir.join("data").join("spool").join("qradar");
     let chmod = |mode: &str| run(Command::new("chmod").arg(mode).arg(&spool));
     chmod("0555");
-    let refused = loop {
-        let (reply, took) = post(&s, records(accepted, 200));
-        assert!(took < Duration::from_secs(3), "{took:?}");
-        match reply.status {
-            202 => accepted += 200,
-            _ => break reply,
-        }
-        assert!(accepted < 20_000, "a new spool file was never needed");
-    };
+    let refused = post_until_refused(
+        &s,
+        &mut accepted,
+        200,
+        20_000,
+        "a new spool file was never needed",
+    );
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.headers["retry-after"], "5");
     assert!(
